@@ -1,0 +1,44 @@
+"""Regenerate the Python modules of the gRPC API from proto/fleetattest/v1/fleetattest.proto.
+
+    .venv/bin/python scripts/genproto.py            # rewrite the committed modules
+    .venv/bin/python scripts/genproto.py --out DIR  # write them under DIR (the staleness test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO = "proto/fleetattest/v1/fleetattest.proto"
+
+
+def generate(out: Path) -> None:
+    include = str(resources.files("grpc_tools") / "_proto")
+    args = [
+        "protoc",
+        f"-I{ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        str(ROOT / PROTO),
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT, help="output root (default: the repo)")
+    ns = parser.parse_args()
+    generate(ns.out)
+    print(f"generated {PROTO} under {ns.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The verifier's exceptions: one shallow tree, named by what failed.
+
+Every check raises one of these (checks never return booleans). The user-facing text is the
+exception's message; ``verifier.service.errors`` maps each class to exactly one gRPC status
+code, in one place. Policy evaluation does not raise: it collects ``Reason`` values so that a
+verdict can say everything that is wrong at once.
+"""
+
+from __future__ import annotations
+
+
+class AttestationError(Exception):
+    """Base class of every error the verifier reports about evidence or a request."""
+
+
+class MalformedEvidence(AttestationError):
+    """Input that does not parse as the structure it claims to be."""
+
+
+class LimitExceeded(MalformedEvidence):
+    """Input larger than the configured limit for it (see ``verifier.limits``)."""
+
+
+class EventLogError(MalformedEvidence):
+    """The event log is not a valid TCG PC Client firmware log (the parser's one error)."""
+
+
+class SignatureInvalid(AttestationError):
+    """A signature does not verify with the key it must come from."""
+
+
+class NonceMismatch(AttestationError):
+    """The quote is not bound to a nonce this verifier issued to this device, unused."""
+
+
+class StaleEvidence(AttestationError):
+    """A nonce, challenge or counter that is expired or went backwards."""
+
+
+class ReplayMismatch(AttestationError):
+    """Quoted PCRs and the values or event log sent with them disagree."""
+
+
+class PolicyViolation(AttestationError):
+    """The evidence is well formed but the policy forbids it (e.g. a SHA-1 bank)."""
+
+
+class UnknownDevice(AttestationError):
+    """No enrolled device with that id."""
+
+
+class EnrollmentRefused(AttestationError):
+    """Enrollment cannot proceed: untrusted endorsement or unacceptable key."""
+
+
+class UntrustedEndorsement(EnrollmentRefused):
+    """The EK certificate does not chain to a trusted root and the EK is not allowlisted."""
+
+
+class UnacceptableKey(EnrollmentRefused):
+    """A key (EK or AK) with attributes or algorithms the verifier does not accept."""
+
+
+class ApprovalRequired(EnrollmentRefused):
+    """A new AK for a known EK: an operator must approve it first."""
+
+
+class ActivationFailed(AttestationError):
+    """The credential activation proof is wrong, expired or already used."""
+
+
+class StoreUnavailable(AttestationError):
+    """The store cannot be reached or refused the transaction."""
