@@ -1,0 +1,3 @@
+"""fleet-attest verifier."""
+
+__version__ = "0.1.0"

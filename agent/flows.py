@@ -1,0 +1,148 @@
+"""The agent's two flows: enroll once per TPM, attest on every boot and before expiry.
+
+The agent never imports the verifier: it speaks the v1 gRPC API and holds only what its
+TPM produced. Its state directory keeps the AK blobs and the enrollment record, so a restart
+or a reboot neither creates a new AK nor enrolls again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from agent.backoff import Backoff, retry
+from agent.state import AgentState
+from agent.tpm import Tpm
+from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
+MAX_EVENT_LOG = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    verifier: str
+    tcti: str
+    state_dir: Path
+    ak_alg: str = "ecc"
+    ek_alg: str = "auto"  # "auto": the EK whose certificate is in NV, RSA first
+    event_log: Path | None = DEFAULT_EVENT_LOG
+    labels: Mapping[str, str] | None = None
+    timeout: float = 30.0
+
+
+def channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(
+        address,
+        options=[("grpc.max_send_message_length", 8 * 1024 * 1024)],
+    )
+
+
+def choose_ek(tpm: Tpm, ek_alg: str) -> tuple[str, bytes]:
+    """The EK algorithm to use and its certificate (b"" when the TPM has none)."""
+    if ek_alg != "auto":
+        return ek_alg, tpm.read_ek_certificate(ek_alg)
+    for alg in ("rsa", "ecc"):
+        cert = tpm.read_ek_certificate(alg)
+        if cert:
+            return alg, cert
+    return "rsa", b""
+
+
+def enroll(config: AgentConfig, stop: threading.Event, force: bool = False) -> str:
+    """Enroll this TPM (if not already) and return the device id."""
+    state = AgentState(config.state_dir)
+    with Tpm.open(config.tcti) as tpm:
+        ak = tpm.load_or_create_ak(state, config.ak_alg)
+        record = state.enrollment()
+        if record is not None and record.ak_name == ak.name.hex() and not force:
+            log.info("already enrolled as %s", record.device_id)
+            return record.device_id
+        alg, cert = choose_ek(tpm, config.ek_alg)
+        ek = tpm.create_ek(alg)
+        with channel(config.verifier) as ch:
+            stub = pb_grpc.AgentStub(ch)
+            request = pb.StartEnrollmentRequest(
+                ek_certificate=cert,
+                ek_public=ek.public,
+                ak_public=ak.public,
+                labels=dict(config.labels or {}),
+            )
+            started = retry(
+                lambda: stub.StartEnrollment(request, timeout=config.timeout),
+                stop,
+                what="StartEnrollment",
+            )
+            proof = tpm.activate_credential(
+                ak, ek, started.credential_blob, started.encrypted_secret
+            )
+            done = retry(
+                lambda: stub.FinishEnrollment(
+                    pb.FinishEnrollmentRequest(challenge_id=started.challenge_id, proof=proof),
+                    timeout=config.timeout,
+                ),
+                stop,
+                Backoff(max_attempts=3),
+                what="FinishEnrollment",
+            )
+    state.save_enrollment(done.device_id, config.verifier, ak.name.hex())
+    log.info(
+        "enrolled as %s (%s, count %d)",
+        done.device_id,
+        pb.EnrollmentOutcome.Name(done.outcome),
+        done.enrollment_count,
+    )
+    return str(done.device_id)
+
+
+def read_event_log(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_EVENT_LOG + 1)
+    except FileNotFoundError:
+        log.warning("no event log at %s; attesting without one", path)
+        return b""
+    if len(data) > MAX_EVENT_LOG:
+        raise ValueError(f"event log {path} is larger than {MAX_EVENT_LOG} bytes")
+    return data
+
+
+def attest_once(config: AgentConfig, device_id: str, stop: threading.Event) -> pb.Verdict:
+    """Challenge, quote, send; returns the verdict (raises on a refused attestation)."""
+    state = AgentState(config.state_dir)
+    with channel(config.verifier) as ch:
+        stub = pb_grpc.AgentStub(ch)
+        challenge = retry(
+            lambda: stub.GetChallenge(
+                pb.GetChallengeRequest(device_id=device_id), timeout=config.timeout
+            ),
+            stop,
+            what="GetChallenge",
+        )
+        with Tpm.open(config.tcti) as tpm:
+            ak = tpm.load_or_create_ak(state, config.ak_alg)
+            quote = tpm.quote(
+                ak, challenge.nonce, challenge.selection.bank, list(challenge.selection.pcrs)
+            )
+        request = pb.AttestRequest(
+            device_id=device_id,
+            nonce=challenge.nonce,
+            quote=quote.attest,
+            signature=quote.signature,
+            pcr_values=[pb.PcrValue(pcr=i, digest=d) for i, d in sorted(quote.pcr_values.items())],
+            event_log=read_event_log(config.event_log),
+        )
+        # Not retried on its own: the nonce is single use. A transient failure here
+        # restarts from a fresh challenge (the caller's loop).
+        response = stub.Attest(request, timeout=config.timeout)
+    return response.verdict

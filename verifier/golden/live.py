@@ -1,0 +1,127 @@
+"""The live golden set: loaded once at start, swapped atomically on a valid reload.
+
+Invariants:
+- The verifier never runs without a valid set: ``LiveGolden.start`` raises ``GoldenError``
+  when the directory is invalid, and a reload that finds problems keeps the last good set,
+  records the problems (served by the operator status call) and logs them.
+- A swap is one reference assignment: a request sees either the old or the new set, whole.
+- Every set that goes live is recorded in the store's golden history (digest, time, files),
+  so a verdict's golden digest always resolves to the files it was judged against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
+from verifier.golden.model import GoldenSet
+from verifier.store.base import GoldenSetRecord, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedGolden:
+    profile_set: GoldenSet
+    loaded_at: float
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    applied: bool
+    digest: str  # the live digest after the attempt
+    problems: tuple[GoldenProblem, ...]
+
+
+class LiveGolden:
+    def __init__(
+        self, directory: Path, store: Store, clock: Callable[[], float], initial: LoadedGolden
+    ) -> None:
+        self.directory = directory
+        self._store = store
+        self._clock = clock
+        self._current = initial
+        self._problems: tuple[GoldenProblem, ...] = ()
+        self._lock = threading.Lock()  # serialises reloads, not reads
+        self._fingerprint = _fingerprint(directory)
+
+    @classmethod
+    def start(cls, directory: Path, store: Store, clock: Callable[[], float]) -> LiveGolden:
+        """Load the directory or refuse to start (raises ``GoldenError``)."""
+        golden = load_golden_dir(directory)
+        loaded = LoadedGolden(golden, clock())
+        _record(store, golden, directory, loaded.loaded_at)
+        log.info(
+            "golden set %s live: %d profiles from %s",
+            golden.digest,
+            len(golden.profiles),
+            directory,
+        )
+        return cls(directory, store, clock, loaded)
+
+    def current(self) -> LoadedGolden:
+        return self._current
+
+    @property
+    def problems(self) -> tuple[GoldenProblem, ...]:
+        return self._problems
+
+    def reload(self) -> ReloadResult:
+        with self._lock:
+            self._fingerprint = _fingerprint(self.directory)
+            try:
+                golden = load_golden_dir(self.directory)
+            except GoldenError as exc:
+                self._problems = exc.problems
+                for problem in exc.problems:
+                    log.error("golden reload refused: %s", problem)
+                return ReloadResult(False, self._current.profile_set.digest, exc.problems)
+            self._problems = ()
+            if golden.digest == self._current.profile_set.digest:
+                return ReloadResult(False, golden.digest, ())
+            now = self._clock()
+            _record(self._store, golden, self.directory, now)
+            self._current = LoadedGolden(golden, now)
+            log.info("golden set %s live (%d profiles)", golden.digest, len(golden.profiles))
+            return ReloadResult(True, golden.digest, ())
+
+    def reload_if_changed(self) -> ReloadResult | None:
+        """Reload when a file in the directory changed (polled by the watcher)."""
+        if _fingerprint(self.directory) == self._fingerprint:
+            return None
+        return self.reload()
+
+    def watch(self, stop: threading.Event, interval: float = 2.0) -> threading.Thread:
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.reload_if_changed()
+                except Exception:  # the watcher must survive anything a file can do
+                    log.exception("golden watcher failed; the live set is unchanged")
+
+        thread = threading.Thread(target=loop, name="golden-watch", daemon=True)
+        thread.start()
+        return thread
+
+
+def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    try:
+        entries = sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in entries)
+    except OSError:
+        return ()
+
+
+def _record(store: Store, golden: GoldenSet, directory: Path, now: float) -> None:
+    files = {}
+    for name in golden.files:
+        try:
+            files[name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        except OSError:
+            files[name] = ""
+    store.record_golden_set(GoldenSetRecord(golden.digest, now, files))

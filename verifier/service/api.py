@@ -1,0 +1,194 @@
+"""gRPC adapters: thin translations between messages and ``verifier.app.Verifier`` calls.
+
+Each method: refuse unknown fields, convert, call the application, convert back. Errors are
+mapped to status codes in ``verifier.service.errors`` only.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from verifier import __version__
+from verifier.app import EnrollmentOutcome, Verifier
+from verifier.golden.load import GoldenProblem
+from verifier.service.convert import (
+    refuse_unknown_fields,
+    timestamp,
+    verdict_to_pb,
+)
+from verifier.service.convert import evidence_from as _evidence_from
+from verifier.service.errors import abort
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[object, Req, grpc.ServicerContext], Resp]
+
+_OUTCOME = {
+    EnrollmentOutcome.ENROLLED: pb.ENROLLMENT_OUTCOME_ENROLLED,
+    EnrollmentOutcome.REENROLLED: pb.ENROLLMENT_OUTCOME_REENROLLED,
+}
+
+
+def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Map every exception to a status code, in one place."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, request: Req, context: grpc.ServicerContext) -> Resp:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            abort(context, exc, method.__name__)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def problem_to_pb(problem: GoldenProblem) -> pb.GoldenProblem:
+    return pb.GoldenProblem(
+        file=problem.file,
+        line=problem.line,
+        column=problem.column,
+        message=problem.message,
+        hint=problem.hint,
+    )
+
+
+class AgentService(pb_grpc.AgentServicer):
+    def __init__(self, verifier: Verifier) -> None:
+        self.v = verifier
+
+    @rpc
+    def StartEnrollment(
+        self, request: pb.StartEnrollmentRequest, context: grpc.ServicerContext
+    ) -> pb.StartEnrollmentResponse:
+        refuse_unknown_fields(request)
+        started = self.v.start_enrollment(
+            ek_certificate=request.ek_certificate,
+            ek_public=request.ek_public,
+            ak_public=request.ak_public,
+            labels=dict(request.labels),
+        )
+        return pb.StartEnrollmentResponse(
+            device_id=started.device_id,
+            challenge_id=started.challenge_id,
+            credential_blob=started.credential_blob,
+            encrypted_secret=started.encrypted_secret,
+            expires_at=timestamp(started.expires_at),
+        )
+
+    @rpc
+    def FinishEnrollment(
+        self, request: pb.FinishEnrollmentRequest, context: grpc.ServicerContext
+    ) -> pb.FinishEnrollmentResponse:
+        refuse_unknown_fields(request)
+        result = self.v.finish_enrollment(request.challenge_id, request.proof)
+        return pb.FinishEnrollmentResponse(
+            device_id=result.device_id,
+            outcome=_OUTCOME[result.outcome],
+            enrollment_count=result.enrollment_count,
+        )
+
+    @rpc
+    def GetChallenge(
+        self, request: pb.GetChallengeRequest, context: grpc.ServicerContext
+    ) -> pb.Challenge:
+        refuse_unknown_fields(request)
+        issued = self.v.get_challenge(request.device_id)
+        return pb.Challenge(
+            device_id=issued.device_id,
+            nonce=issued.nonce,
+            selection=pb.PcrSelection(bank=issued.bank, pcrs=issued.pcrs),
+            expires_at=timestamp(issued.expires_at),
+            profile=issued.profile,
+        )
+
+    @rpc
+    def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
+        evidence = _evidence_from(request, self.v.settings.limits)
+        verdict = self.v.attest(evidence)
+        return pb.AttestResponse(
+            verdict=verdict_to_pb(verdict, self.v.freshness(verdict), self.v.token_for(verdict))
+        )
+
+
+class RelyingPartyService(pb_grpc.RelyingPartyServicer):
+    def __init__(self, verifier: Verifier) -> None:
+        self.v = verifier
+
+    @rpc
+    def GetVerdict(
+        self, request: pb.GetVerdictRequest, context: grpc.ServicerContext
+    ) -> pb.GetVerdictResponse:
+        refuse_unknown_fields(request)
+        verdict, freshness = self.v.latest_verdict(request.device_id)
+        token = self.v.token_for(verdict, nonce=request.nonce or None)
+        return pb.GetVerdictResponse(verdict=verdict_to_pb(verdict, freshness, token))
+
+
+class OperatorService(pb_grpc.OperatorServicer):
+    def __init__(self, verifier: Verifier) -> None:
+        self.v = verifier
+
+    @rpc
+    def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    ) -> pb.VerifierStatus:
+        refuse_unknown_fields(request)
+        live = self.v.golden.current()
+        return pb.VerifierStatus(
+            version=__version__,
+            golden_digest=live.profile_set.digest,
+            golden_loaded_at=timestamp(live.loaded_at),
+            golden_problems=[problem_to_pb(p) for p in self.v.golden.problems],
+            devices=len(self.v.devices()),
+        )
+
+    @rpc
+    def ListDevices(
+        self, request: pb.ListDevicesRequest, context: grpc.ServicerContext
+    ) -> pb.ListDevicesResponse:
+        refuse_unknown_fields(request)
+        out = []
+        for device in self.v.devices():
+            profile = self.v.golden.current().profile_set.profile_for(device.labels)
+            name = profile.name if profile else ""
+            if request.profile and request.profile != name:
+                continue
+            msg = pb.Device(
+                device_id=device.device_id,
+                labels=device.labels,
+                profile=name,
+                enrollment_count=device.enrollment_count,
+                pending_ak_name=device.pending_ak_name.hex(),
+            )
+            latest = self.v.store.latest_verdict(device.device_id)
+            if latest is not None:
+                msg.latest_verdict.CopyFrom(verdict_to_pb(latest, self.v.freshness(latest)))
+            out.append(msg)
+        return pb.ListDevicesResponse(devices=out)
+
+    @rpc
+    def ApproveAk(
+        self, request: pb.ApproveAkRequest, context: grpc.ServicerContext
+    ) -> pb.ApproveAkResponse:
+        refuse_unknown_fields(request)
+        self.v.approve_ak(request.device_id, request.ak_name)
+        return pb.ApproveAkResponse(device_id=request.device_id)
+
+    @rpc
+    def ReloadGolden(
+        self, request: pb.ReloadGoldenRequest, context: grpc.ServicerContext
+    ) -> pb.ReloadGoldenResponse:
+        refuse_unknown_fields(request)
+        result = self.v.golden.reload()
+        return pb.ReloadGoldenResponse(
+            applied=result.applied,
+            golden_digest=result.digest,
+            problems=[problem_to_pb(p) for p in result.problems],
+        )

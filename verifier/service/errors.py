@@ -1,0 +1,48 @@
+"""The one place where verifier errors become gRPC status codes.
+
+Client errors say what was wrong with the request; the message is the exception's text.
+Anything unexpected becomes INTERNAL with a generic message (the details go to the log only).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from verifier import errors
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first isinstance match wins.
+_CODES: tuple[tuple[type[errors.AttestationError], grpc.StatusCode], ...] = (
+    (errors.LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.MalformedEvidence, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.UnknownDevice, grpc.StatusCode.NOT_FOUND),
+    (errors.ApprovalRequired, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.EnrollmentRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ActivationFailed, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.SignatureInvalid, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.NonceMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.StaleEvidence, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ReplayMismatch, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(exc: errors.AttestationError) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    """Terminate the RPC with the status that ``exc`` maps to (never returns)."""
+    if isinstance(exc, errors.AttestationError):
+        code = status_for(exc)
+        log.info("%s refused: %s: %s", method, type(exc).__name__, exc)
+        context.abort(code, f"{type(exc).__name__}: {exc}")
+    log.exception("%s failed unexpectedly", method)
+    context.abort(grpc.StatusCode.INTERNAL, "internal error (see the verifier's log)")

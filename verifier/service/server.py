@@ -1,0 +1,45 @@
+"""The gRPC server: a sync server with a small thread pool (cheaper in CPU than grpc.aio).
+
+Load shedding: at most ``max_concurrent_rpcs`` requests are in flight; the rest get
+RESOURCE_EXHAUSTED at once, and agents back off with jitter. Message size is capped by
+``Limits.max_message_bytes`` before anything is parsed.
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+
+from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from verifier.app import Verifier
+from verifier.service.api import AgentService, OperatorService, RelyingPartyService
+
+
+def build_server(
+    verifier: Verifier,
+    listen: str,
+    *,
+    workers: int = 8,
+    max_concurrent_rpcs: int = 256,
+    reuse_port: bool = False,
+) -> tuple[grpc.Server, int]:
+    """Return the server (not started) and the port it is bound to."""
+    limit = verifier.settings.limits.max_message_bytes
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        options=options,
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
+    pb_grpc.add_AgentServicer_to_server(AgentService(verifier), server)
+    pb_grpc.add_RelyingPartyServicer_to_server(RelyingPartyService(verifier), server)
+    pb_grpc.add_OperatorServicer_to_server(OperatorService(verifier), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    return server, port
