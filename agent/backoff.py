@@ -67,9 +67,7 @@ def retry(
             if backoff.max_attempts is not None and attempt + 1 >= backoff.max_attempts:
                 raise
             wait = backoff.delay(attempt, rng)
-            log.warning(
-                "%s failed (%s); retrying in %.1fs", what, exc.code().name, wait
-            )
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc.code().name, wait)
             attempt += 1
             if stop.wait(wait):
                 raise Stopped(what) from exc

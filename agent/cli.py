@@ -118,7 +118,9 @@ def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
                 raise
             wait = backoff.delay(attempt, rng)
             attempt += 1
-            log.warning("attestation failed (%s: %s); retry in %.1fs", exc.code().name, exc.details(), wait)
+            log.warning(
+                "attestation failed (%s: %s); retry in %.1fs", exc.code().name, exc.details(), wait
+            )
             stop.wait(wait)
             continue
         attempt = 0

@@ -14,13 +14,12 @@ consumed once, appraisal, verdict stored with history, latest evidence kept).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from verifier.evidence import Evidence
 from verifier.golden.live import LiveGolden
 from verifier.golden.model import Profile
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
     DeviceRecord,
     EnrollmentChallenge,
@@ -41,7 +41,8 @@ from verifier.store.base import (
     Store,
     StoredEvidence,
 )
-from verifier.verdict import BootEpoch, Freshness, Verdict
+from verifier.token import KeyRing, issue_token
+from verifier.verdict import Freshness, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class ChallengeIssued:
 class VerifierSettings:
     nonce_ttl: float = 60.0
     enrollment_ttl: float = 120.0
+    issuer: str = "fleet-attest"  # the tokens' ``iss``
     limits: Limits = DEFAULT_LIMITS
 
 
@@ -101,10 +103,12 @@ class Verifier:
         trust: TrustStore,
         allowlist: Allowlist,
         golden: LiveGolden,
+        keyring: KeyRing,
         settings: VerifierSettings = VerifierSettings(),
         clock: Clock = time.time,
     ) -> None:
         self.store = store
+        self.keyring = keyring
         self.trust = trust
         self.allowlist = allowlist
         self.golden = golden
@@ -112,6 +116,7 @@ class Verifier:
         self.clock = clock
         self._ak_cache: dict[str, EnrolledAk] = {}
         self._ak_lock = threading.Lock()
+        self._verdict_added = threading.Condition()
 
     # ------------------------------------------------------------ enrollment
 
@@ -238,18 +243,22 @@ class Verifier:
             raise errors.PolicyViolation(
                 f"profile {issued.profile!r} was removed since the challenge; ask again"
             )
+        ak = self._ak(device).parsed
         ctx = AppraisalContext(
-            ak_public_key=self._ak(device).parsed.public_key,
-            ak_name=device.ak_name,
+            ak_public_key=ak.public_key,
+            ak_hash=ak.signing_hash,
             issued=issued,
             profile=profile,
             golden_digest=golden.profile_set.digest,
             previous=self.store.latest_verdict(device.device_id),
             ek_not_after=device.ek_not_after,
+            limits=self.settings.limits,
         )
         verdict = appraise(evidence, ctx, now)
         stored = self.store.add_verdict(verdict)
         self._keep_evidence(evidence, device, issued, now)
+        with self._verdict_added:
+            self._verdict_added.notify_all()
         log.info(
             "device %s: %s (profile %s, release %s, %d reasons)",
             device.device_id,
@@ -299,12 +308,55 @@ class Verifier:
             return Freshness.SUPERSEDED
         return state
 
+    def token_for(self, verdict: Verdict, nonce: bytes | None = None) -> str:
+        """The verdict as a freshly signed EAR token (``nonce`` echoed as ``eat_nonce``).
+
+        ``exp`` is the earliest of the verdict's expiry, the release's ``not_after`` and the
+        EK certificate's notAfter.
+        """
+        profile = self.golden.current().profile_set.profile(verdict.profile)
+        release = profile.release(verdict.release) if profile and verdict.release else None
+        device = self.store.get_device(verdict.device_id)
+        return issue_token(
+            verdict,
+            self.keyring.signing_key,
+            issuer=self.settings.issuer,
+            now=self.clock(),
+            release_not_after=release.not_after if release else None,
+            ek_not_after=device.ek_not_after if device else None,
+            nonce=nonce,
+        )
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return self.keyring.jwks(self.clock())
+
+    def check_rollout(
+        self, device_id: str, target: str, max_age: float
+    ) -> tuple[RolloutDecision, Verdict | None]:
+        """May ``target`` be shipped to the device now (see ``verifier.rollout``)?"""
+        self._device(device_id)
+        verdict = self.store.latest_verdict(device_id)
+        if verdict is None:
+            return check_rollout(None, None, None, target, max_age, self.clock()), None
+        profile = self.golden.current().profile_set.profile(verdict.profile)
+        decision = check_rollout(
+            verdict, self.freshness(verdict), profile, target, max_age, self.clock()
+        )
+        return decision, verdict
+
+    def verdicts_after(
+        self, sequence: int, device_ids: Sequence[str] = (), profile: str = ""
+    ) -> Sequence[Verdict]:
+        return self.store.verdicts_after(sequence, device_ids, profile)
+
+    def wait_for_verdicts(self, timeout: float) -> None:
+        """Block until this process stores a verdict or ``timeout`` passes (other replicas'
+        verdicts are found by the caller's next poll)."""
+        with self._verdict_added:
+            self._verdict_added.wait(timeout)
+
     def devices(self) -> Sequence[DeviceRecord]:
         return self.store.list_devices()
-
-    def current_epoch(self, device_id: str) -> BootEpoch | None:
-        latest = self.store.latest_verdict(device_id)
-        return latest.boot_epoch if latest else None
 
     # ------------------------------------------------------------ helpers
 
@@ -364,14 +416,7 @@ def _check_labels(labels: Mapping[str, str], limits: Limits) -> None:
             )
 
 
-def evidence_digest(evidence: Evidence) -> str:
-    return hashlib.sha256(evidence.quote + evidence.signature).hexdigest()
-
-
 def open_trust(ek_ca: Path | None, allowlist: Path | None) -> tuple[TrustStore, Allowlist]:
     trust = TrustStore.load(ek_ca) if ek_ca else TrustStore.empty()
     allow = Allowlist.load(allowlist) if allowlist else Allowlist.empty()
     return trust, allow
-
-
-__all__ = ["ChallengeIssued", "EnrollmentResult", "EnrollmentStart", "Verifier", "replace"]

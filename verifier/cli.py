@@ -31,6 +31,7 @@ from verifier.golden.live import LiveGolden
 from verifier.golden.load import GoldenError
 from verifier.service.server import build_server
 from verifier.store import open_store
+from verifier.token import KeyRing
 from verifier.verdict import Freshness, Verdict
 
 log = logging.getLogger("attest-verifier")
@@ -61,11 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the gRPC verifier")
-    serve.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    serve.add_argument(
+        "--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)"
+    )
     serve.add_argument("--db", type=Path, required=True, help="SQLite database file")
     serve.add_argument("--ek-ca", type=Path, help="directory of trusted EK CA certificates")
     serve.add_argument("--allowlist", type=Path, help="file of allowed EK public-key SHA-256s")
     serve.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help="golden directory")
+    serve.add_argument(
+        "--keys", type=Path, help="token signing key directory (default: DB path + '.keys')"
+    )
+    serve.add_argument("--issuer", default="fleet-attest", help="the tokens' iss claim")
     serve.add_argument("--nonce-ttl", type=float, default=60.0, help="seconds (default 60)")
     serve.add_argument("--workers", type=int, default=8, help="RPC threads (default 8)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
@@ -104,7 +111,9 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         print("attest-verifier: refusing to start without a valid golden set", file=sys.stderr)
         return 2
     trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
-    verifier = Verifier(store, trust, allowlist, golden, VerifierSettings(nonce_ttl=ns.nonce_ttl))
+    keyring = KeyRing.open(ns.keys or ns.db.with_name(ns.db.name + ".keys"), time.time())
+    settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
+    verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
     server, port = build_server(verifier, ns.listen, workers=ns.workers)
     stop = threading.Event()
 
@@ -141,7 +150,15 @@ def cmd_devices(ns: argparse.Namespace) -> int:
         release = (latest.release or "-") if latest else "-"
         pending = device.pending_ak_name.hex()[:16] if device.pending_ak_name else ""
         rows.append(
-            (device.device_id[:19], labels, str(device.enrollment_count), status, fresh, release, pending)
+            (
+                device.device_id[:19],
+                labels,
+                str(device.enrollment_count),
+                status,
+                fresh,
+                release,
+                pending,
+            )
         )
     _print_table(rows)
     return 0

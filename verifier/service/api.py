@@ -7,23 +7,27 @@ mapped to status codes in ``verifier.service.errors`` only.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
 
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
-from verifier import __version__
+from verifier import __version__, errors
 from verifier.app import EnrollmentOutcome, Verifier
 from verifier.golden.load import GoldenProblem
+from verifier.service.convert import evidence_from as _evidence_from
 from verifier.service.convert import (
+    reason_to_pb,
     refuse_unknown_fields,
     timestamp,
     verdict_to_pb,
 )
-from verifier.service.convert import evidence_from as _evidence_from
 from verifier.service.errors import abort
+
+WATCH_POLL_SECONDS = 1.0  # how often a stream looks for other replicas' verdicts
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -129,6 +133,52 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
         verdict, freshness = self.v.latest_verdict(request.device_id)
         token = self.v.token_for(verdict, nonce=request.nonce or None)
         return pb.GetVerdictResponse(verdict=verdict_to_pb(verdict, freshness, token))
+
+    @rpc
+    def GetJwks(
+        self, request: pb.GetJwksRequest, context: grpc.ServicerContext
+    ) -> pb.GetJwksResponse:
+        refuse_unknown_fields(request)
+        return pb.GetJwksResponse(jwks_json=json.dumps(self.v.jwks(), sort_keys=True))
+
+    @rpc
+    def CheckRollout(
+        self, request: pb.CheckRolloutRequest, context: grpc.ServicerContext
+    ) -> pb.CheckRolloutResponse:
+        refuse_unknown_fields(request)
+        if not request.target_release:
+            raise errors.MalformedEvidence("target_release is required")
+        decision, verdict = self.v.check_rollout(
+            request.device_id, request.target_release, float(request.max_age_seconds)
+        )
+        response = pb.CheckRolloutResponse(
+            allow=decision.allow, reasons=[reason_to_pb(r) for r in decision.reasons]
+        )
+        if verdict is not None:
+            response.verdict.CopyFrom(verdict_to_pb(verdict, self.v.freshness(verdict)))
+        return response
+
+    def WatchVerdicts(
+        self, request: pb.WatchVerdictsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Verdict]:
+        """Every verdict after ``after_sequence``, then new ones as they are stored.
+
+        Resumable: a client that reconnects with the last ``sequence`` it saw misses nothing,
+        whichever replica stored the verdicts (the store's sequence is the cursor).
+        """
+        try:
+            refuse_unknown_fields(request)
+            cursor = request.after_sequence
+            devices = list(request.device_ids)
+            while context.is_active():
+                batch = self.v.verdicts_after(cursor, devices, request.profile)
+                for verdict in batch:
+                    cursor = verdict.sequence
+                    yield verdict_to_pb(verdict, self.v.freshness(verdict))
+                if not batch:
+                    self.v.wait_for_verdicts(WATCH_POLL_SECONDS)
+        except Exception as exc:
+            abort(context, exc, "WatchVerdicts")
 
 
 class OperatorService(pb_grpc.OperatorServicer):

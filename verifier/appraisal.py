@@ -1,0 +1,154 @@
+"""The appraisal core: evidence, the enrollment record, the policy and ``now`` in; a verdict out.
+
+Pure: no gRPC, no store, no clock (``now`` is an argument). The caller has already consumed
+the nonce in the store (single use) and passes what was issued with it.
+
+Order:
+1. The evidence is for the device the nonce was issued to, and the bank is allowed (a SHA-1
+   bank only where the profile says ``allow_sha1``): else raise.
+2. ``quote.check_quote``: signature by the enrolled AK, TPM_GENERATED, ATTEST_QUOTE, extraData
+   is the nonce, signed selection is the requested one, PCR values hash to pcrDigest: else
+   raise. Nothing is recorded for evidence that cannot be attributed to the device.
+3. From here on findings are collected, not raised:
+   - boot counters and clock against the previous verdict (a resetCount or restartCount that
+     goes backwards, a clock that goes backwards within one boot: contraindicated;
+     ``safe = 0`` after an unclean power loss: a warning);
+   - the event log, replayed against the quoted PCRs; facts only from PCRs the quote covers
+     and the log reproduces;
+   - the golden profile's releases (``golden.evaluate``).
+4. The status is the worst reason's; the verdict expires at the earliest of now + the
+   profile's lifetime, the matched release's ``not_after`` and the EK certificate's notAfter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verifier import errors
+from verifier.eventlog import BootFacts, appraise_event_log, rules_pcrs
+from verifier.evidence import Evidence
+from verifier.golden.evaluate import evaluate_profile
+from verifier.golden.model import Profile
+from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.quote import CheckedQuote, ClockInfo, check_quote
+from verifier.store.base import IssuedNonce
+from verifier.verdict import BootEpoch, Reason, Status, Verdict, worst
+
+
+@dataclass(frozen=True)
+class AppraisalContext:
+    ak_public_key: object  # cryptography public key of the enrolled AK
+    ak_hash: str | None  # the AK scheme's hash ("sha256"), None when the key has none
+    issued: IssuedNonce
+    profile: Profile
+    golden_digest: str
+    previous: Verdict | None  # the device's latest verdict, for counter checks
+    ek_not_after: float | None
+    limits: Limits = DEFAULT_LIMITS
+
+
+def appraise(evidence: Evidence, ctx: AppraisalContext, now: float) -> Verdict:
+    _check_request(evidence, ctx)
+    quote = check_quote(
+        attest_bytes=evidence.quote,
+        signature_bytes=evidence.signature,
+        pcr_values=evidence.pcr_values,
+        ak_public_key=ctx.ak_public_key,
+        ak_hash=ctx.ak_hash,
+        nonce=ctx.issued.nonce,
+        bank=ctx.issued.bank,
+        pcrs=ctx.issued.pcrs,
+    )
+    reasons = list(counter_reasons(quote.clock_info, ctx.previous))
+    facts, log_reasons = _event_log(evidence, quote, ctx)
+    reasons.extend(log_reasons)
+    outcome = evaluate_profile(ctx.profile, quote.pcrs, facts, now)
+    reasons.extend(outcome.reasons)
+    return Verdict(
+        device_id=evidence.device_id,
+        status=worst(reasons),
+        reasons=tuple(reasons),
+        profile=ctx.profile.name,
+        release=outcome.release,
+        golden_digest=ctx.golden_digest,
+        boot_epoch=BootEpoch(quote.clock_info.reset_count, quote.clock_info.restart_count),
+        issued_at=now,
+        expires_at=_expiry(ctx, outcome.release, now),
+        firmware_version=quote.firmware_version,
+        clock=quote.clock_info.clock,
+        safe=quote.clock_info.safe,
+    )
+
+
+def _check_request(evidence: Evidence, ctx: AppraisalContext) -> None:
+    if evidence.device_id != ctx.issued.device_id:
+        raise errors.NonceMismatch("the nonce was issued to another device")
+    if ctx.issued.bank == "sha1" and not ctx.profile.allow_sha1:
+        raise errors.PolicyViolation(
+            f"profile {ctx.profile.name} does not allow the SHA-1 bank (set allow_sha1)"
+        )
+
+
+def counter_reasons(clock: ClockInfo, previous: Verdict | None) -> list[Reason]:
+    """Boot counters and clock against the previous verdict; ``safe = 0`` as a warning."""
+    reasons = []
+    if not clock.safe:
+        reasons.append(
+            Reason(
+                code="unclean_power_loss",
+                text="clockInfo.safe is 0: the TPM lost power without an orderly shutdown, "
+                "so its clock may have gone back; attest again after a clean boot",
+                severity=Status.WARNING,
+                rule="clock.safe",
+            )
+        )
+    if previous is None:
+        return reasons
+    before = (previous.boot_epoch.reset_count, previous.boot_epoch.restart_count)
+    now = (clock.reset_count, clock.restart_count)
+    if now < before:
+        reasons.append(
+            Reason(
+                code="boot_counter_rollback",
+                text="resetCount/restartCount went backwards since the previous quote "
+                "(replayed state or a different TPM)",
+                expected=f">= reset {before[0]} restart {before[1]}",
+                actual=f"reset {now[0]} restart {now[1]}",
+                rule="clock.counters",
+            )
+        )
+    elif now == before and clock.clock < previous.clock:
+        reasons.append(
+            Reason(
+                code="clock_rollback",
+                text="the TPM clock went backwards within one boot",
+                expected=f">= {previous.clock}",
+                actual=str(clock.clock),
+                rule="clock.clock",
+            )
+        )
+    return reasons
+
+
+def _event_log(
+    evidence: Evidence, quote: CheckedQuote, ctx: AppraisalContext
+) -> tuple[BootFacts | None, tuple[Reason, ...]]:
+    relied: frozenset[int] = frozenset()
+    for release in ctx.profile.releases:
+        relied |= rules_pcrs(release.events)
+    if not evidence.event_log and not relied:
+        return None, ()
+    result = appraise_event_log(
+        evidence.event_log, quote.bank, quote.pcrs, relied, ctx.profile.quirks, ctx.limits
+    )
+    return result.facts, result.reasons
+
+
+def _expiry(ctx: AppraisalContext, release_name: str, now: float) -> float:
+    bounds = [now + ctx.profile.verdict_lifetime]
+    release = ctx.profile.release(release_name) if release_name else None
+    if release is not None and release.not_after is not None:
+        bounds.append(release.not_after)
+    if ctx.ek_not_after is not None:
+        bounds.append(ctx.ek_not_after)
+    return max(now, min(bounds))
