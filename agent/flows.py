@@ -117,9 +117,26 @@ def read_event_log(path: Path | None) -> bytes:
     return data
 
 
+def evidence_for(config: AgentConfig, device_id: str, challenge: pb.Challenge) -> pb.AttestRequest:
+    """Quote the challenge's selection with the AK and gather the event log."""
+    state = AgentState(config.state_dir)
+    with Tpm.open(config.tcti) as tpm:
+        ak = tpm.load_or_create_ak(state, config.ak_alg)
+        quote = tpm.quote(
+            ak, challenge.nonce, challenge.selection.bank, list(challenge.selection.pcrs)
+        )
+    return pb.AttestRequest(
+        device_id=device_id,
+        nonce=challenge.nonce,
+        quote=quote.attest,
+        signature=quote.signature,
+        pcr_values=[pb.PcrValue(pcr=i, digest=d) for i, d in sorted(quote.pcr_values.items())],
+        event_log=read_event_log(config.event_log),
+    )
+
+
 def attest_once(config: AgentConfig, device_id: str, stop: threading.Event) -> pb.Verdict:
     """Challenge, quote, send; returns the verdict (raises on a refused attestation)."""
-    state = AgentState(config.state_dir)
     with channel(config.verifier) as ch:
         stub = pb_grpc.AgentStub(ch)
         challenge = retry(
@@ -129,19 +146,7 @@ def attest_once(config: AgentConfig, device_id: str, stop: threading.Event) -> p
             stop,
             what="GetChallenge",
         )
-        with Tpm.open(config.tcti) as tpm:
-            ak = tpm.load_or_create_ak(state, config.ak_alg)
-            quote = tpm.quote(
-                ak, challenge.nonce, challenge.selection.bank, list(challenge.selection.pcrs)
-            )
-        request = pb.AttestRequest(
-            device_id=device_id,
-            nonce=challenge.nonce,
-            quote=quote.attest,
-            signature=quote.signature,
-            pcr_values=[pb.PcrValue(pcr=i, digest=d) for i, d in sorted(quote.pcr_values.items())],
-            event_log=read_event_log(config.event_log),
-        )
+        request = evidence_for(config, device_id, challenge)
         # Not retried on its own: the nonce is single use. A transient failure here
         # restarts from a fresh challenge (the caller's loop).
         response = stub.Attest(request, timeout=config.timeout)

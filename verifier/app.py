@@ -41,7 +41,7 @@ from verifier.store.base import (
     Store,
     StoredEvidence,
 )
-from verifier.token import KeyRing, issue_token
+from verifier.token import KeyRing, TokenExpired, issue_token
 from verifier.verdict import Freshness, Verdict
 
 log = logging.getLogger(__name__)
@@ -312,20 +312,25 @@ class Verifier:
         """The verdict as a freshly signed EAR token (``nonce`` echoed as ``eat_nonce``).
 
         ``exp`` is the earliest of the verdict's expiry, the release's ``not_after`` and the
-        EK certificate's notAfter.
+        EK certificate's notAfter. Empty when that time has already passed (an expired
+        verdict, a retired release, an expired EK certificate): there is nothing to vouch for.
         """
         profile = self.golden.current().profile_set.profile(verdict.profile)
         release = profile.release(verdict.release) if profile and verdict.release else None
         device = self.store.get_device(verdict.device_id)
-        return issue_token(
-            verdict,
-            self.keyring.signing_key,
-            issuer=self.settings.issuer,
-            now=self.clock(),
-            release_not_after=release.not_after if release else None,
-            ek_not_after=device.ek_not_after if device else None,
-            nonce=nonce,
-        )
+        try:
+            return issue_token(
+                verdict,
+                self.keyring.signing_key,
+                issuer=self.settings.issuer,
+                now=self.clock(),
+                release_not_after=release.not_after if release else None,
+                ek_not_after=device.ek_not_after if device else None,
+                nonce=nonce,
+            )
+        except TokenExpired:
+            # No token for a verdict that can no longer be valid: absence proves nothing.
+            return ""
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return self.keyring.jwks(self.clock())

@@ -9,7 +9,8 @@ Outcome, in order:
    matches: no reasons.
 2. Otherwise a release whose rules all pass but that is retired or revoked "matches" with a
    contraindicating reason (a rollback to old firmware is not an acceptable boot).
-3. Otherwise nothing matched: the reasons of every release plus ``no_release_matched``.
+3. Otherwise nothing matched: the reasons of the closest release (the fewest failed rules;
+   every release tied for closest) plus ``no_release_matched``.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def evaluate_profile(
         retired = retirement(passing[0], now)
         assert retired is not None
         return PolicyOutcome(passing[0].name, (retired,))
-    reasons = [reason for _, found in results for reason in found]
+    fewest = min((len(found) for _, found in results), default=0)
+    reasons = [reason for _, found in results if len(found) == fewest for reason in found]
     reasons.append(
         Reason(
             code="no_release_matched",

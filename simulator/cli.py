@@ -1,0 +1,171 @@
+"""``attest-sim``: simulated swtpm devices against a real verifier.
+
+    attest-sim demo [--devices 8]     a verifier and a small fleet; prints the fleet's verdicts
+    attest-sim scenarios              every scenario; exits 1 on any unexpected outcome
+
+Both start the verifier in this process (SQLite in a temporary directory, the repository's
+``golden_measurements/``) and one swtpm per device, and stop everything on exit, Ctrl-C
+included: no swtpm process outlives the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from simulator.firmware import FirmwareProfile
+from simulator.fleet import Fleet, SimDevice
+from simulator.profiles import GOOD_A, GOOD_B, INIT_SH, SECUREBOOT_OFF, TAMPERED_BOOTLOADER
+from simulator.scenarios import SCENARIOS, Outcome, attest
+from simulator.swtpm import kill_all, swtpm_available
+
+DEFAULT_GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
+COMPROMISED = (TAMPERED_BOOTLOADER, INIT_SH, SECUREBOOT_OFF)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if ns.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not swtpm_available():
+        print("attest-sim: swtpm is not installed (scripts/bootstrap.sh setup)", file=sys.stderr)
+        return 2
+    try:
+        return int(ns.func(ns))
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the verifier and every swtpm", file=sys.stderr)
+        return 130
+    finally:
+        kill_all()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attest-sim", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the verifier's work")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="a verifier and a small fleet, verdicts printed")
+    demo.add_argument("--devices", type=int, default=8, help="fleet size (default 8)")
+    demo.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help="golden directory")
+    demo.set_defaults(func=cmd_demo)
+    scen = sub.add_parser("scenarios", help="run every scenario, expected vs actual")
+    scen.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help="golden directory")
+    scen.set_defaults(func=cmd_scenarios)
+    return parser
+
+
+def fleet_firmware(count: int) -> list[FirmwareProfile]:
+    """Mostly good devices (a few already on fw-1.1.0), one of each compromise."""
+    bad = list(COMPROMISED[: min(len(COMPROMISED), (count + 2) // 3 if count > 1 else 0)])
+    good = [GOOD_B if i % 4 == 3 else GOOD_A for i in range(count - len(bad))]
+    return good + bad
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    if ns.devices < 1:
+        print("attest-sim: --devices must be at least 1", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="attest-sim-") as tmp, Fleet(Path(tmp)) as fleet:
+        verifier = fleet.start_verifier(ns.golden)
+        print(f"verifier listening on {verifier.address} (SQLite in {tmp})")
+        print(f"golden set {verifier.golden.current().profile_set.digest[:23]}... from {ns.golden}")
+        firmware = fleet_firmware(ns.devices)
+        devices = []
+        for i, profile in enumerate(firmware):
+            devices.append(fleet.add_device(f"gw-{i:02d}", profile))
+            _progress("booting devices (swtpm + measured boot)", i + 1, len(firmware))
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            done = 0
+            for device_id in pool.map(lambda d: d.enroll(verifier.address), devices):
+                done += 1
+                _progress(f"enrolling (last: {device_id[:16]}...)", done, len(devices))
+            outcomes = []
+            for outcome in pool.map(lambda d: attest(d, verifier.address), devices):
+                outcomes.append(outcome)
+                _progress("attesting", len(outcomes), len(devices))
+        print()
+        _fleet_table(devices, outcomes)
+        for device, outcome in zip(devices, outcomes, strict=True):
+            if outcome.texts and outcome.result != "affirming":
+                print(f"\n{device.name} ({device.firmware.name}): {outcome.result}")
+                for text in outcome.texts:
+                    print(f"  - {text}")
+        counts = {r: sum(o.result == r for o in outcomes) for r in {o.result for o in outcomes}}
+        summary = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+        print(f"\n{len(devices)} devices: {summary} ({time.monotonic() - started:.1f} s)")
+        print("shutting down the verifier and every swtpm")
+    return 0
+
+
+def cmd_scenarios(ns: argparse.Namespace) -> int:
+    rows = [("SCENARIO", "EXPECTED", "ACTUAL", "OK", "DETAIL")]
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="attest-sim-") as tmp, Fleet(Path(tmp)) as fleet:
+        verifier = fleet.start_verifier(ns.golden)
+        for k, scenario in enumerate(SCENARIOS, 1):
+            _progress(f"scenario {scenario.name}", k, len(SCENARIOS))
+            try:
+                outcome = scenario.run(fleet, verifier.address)
+            except Exception as exc:  # a scenario that crashes is a failure, not a crash
+                outcome = Outcome("error", f"{type(exc).__name__}: {exc}")
+            ok = outcome.result == scenario.expected
+            failures += not ok
+            rows.append(
+                (
+                    scenario.name,
+                    scenario.expected,
+                    outcome.result,
+                    "ok" if ok else "FAIL",
+                    _short(outcome.detail),
+                )
+            )
+    print()
+    _table(rows)
+    print(f"\n{len(SCENARIOS) - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+def _fleet_table(devices: Sequence[SimDevice], outcomes: Sequence[Outcome]) -> None:
+    rows = [("DEVICE", "DEVICE ID", "FIRMWARE", "VERDICT", "REASONS")]
+    for device, outcome in zip(devices, outcomes, strict=True):
+        rows.append(
+            (
+                device.name,
+                device.device_id[:20],
+                device.firmware.name,
+                outcome.result,
+                _short(outcome.detail),
+            )
+        )
+    _table(rows)
+
+
+def _short(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _progress(what: str, done: int, total: int) -> None:
+    """One line that counts up on a terminal; only the final count elsewhere (logs, CI)."""
+    if sys.stdout.isatty():
+        end = "\n" if done == total else ""
+        print(f"\r  {what}: {done}/{total}".ljust(72), end=end, flush=True)
+    elif done == total:
+        print(f"  {what}: {done}/{total}", flush=True)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
