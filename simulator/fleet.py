@@ -59,18 +59,21 @@ class RunningVerifier:
         *,
         nonce_ttl: float = 60.0,
         workers: int = 8,
+        allowlist: Path | None = None,
+        port: int = 0,
     ) -> None:
+        self.workdir = workdir
         self.clock = MovableClock()
         workdir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(workdir / "verifier.db")
         self.golden = LiveGolden.start(golden_dir, self.store, self.clock)
-        trust, allowlist = open_trust(trust_dir, None)
+        trust, allowed = open_trust(trust_dir, allowlist)
         settings = VerifierSettings(nonce_ttl=nonce_ttl)
         keyring = KeyRing.open(workdir / "keys", self.clock())
         self.verifier = Verifier(
-            self.store, trust, allowlist, self.golden, keyring, settings, self.clock
+            self.store, trust, allowed, self.golden, keyring, settings, self.clock
         )
-        self.server, self.port = build_server(self.verifier, "127.0.0.1:0", workers=workers)
+        self.server, self.port = build_server(self.verifier, f"127.0.0.1:{port}", workers=workers)
         self.server.start()
         self.address = f"127.0.0.1:{self.port}"
 
