@@ -14,7 +14,9 @@ Keys:
   userWithAuth, never decrypt), created under the EK of the same algorithm (as keylime does):
   the EK is derived from the endorsement seed, so it is re-created identically after a restart
   or a reboot, and survives TPM2_Clear. Using the EK as a parent needs its policy,
-  PolicySecret(TPM_RH_ENDORSEMENT), in a policy session.
+  PolicySecret(TPM_RH_ENDORSEMENT), in a policy session. The parent is flushed once the AK
+  is loaded (unless the caller created that EK itself): without a resource manager (swtpm)
+  a TPM holds only three transient objects. An AK is loaded once per connection.
 - The AK blobs are saved in the agent state on creation and reloaded afterwards. When the EK
   changed (another TPM, or a new endorsement seed) the old AK cannot exist any more: the agent
   logs it and creates a new AK, which the verifier treats as a new device. A saved AK that does
@@ -34,6 +36,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
@@ -78,6 +81,7 @@ BANKS: Final = {
 }
 PCR_COUNT: Final = 24
 QUOTE_ATTEMPTS: Final = 3
+MAX_NONCE: Final = 64  # bytes: sizeof(TPMT_HA), the capacity of TPM2B_DATA
 DEFAULT_NV_BUFFER: Final = 512  # the TCG PC Client minimum, if the TPM does not say
 AK_ATTRIBUTES: Final = (
     TPMA_OBJECT.RESTRICTED
@@ -114,7 +118,7 @@ class AkHandle:
 class QuoteResult:
     attest: bytes  # TPMS_ATTEST (the contents of TPM2B_ATTEST, no size prefix)
     signature: bytes  # marshalled TPMT_SIGNATURE
-    pcr_values: Mapping[int, bytes]  # PCR index -> value, in the quoted bank
+    pcr_values: dict[int, bytes]  # PCR index -> value, in the quoted bank
 
 
 class Tpm:
@@ -124,6 +128,7 @@ class Tpm:
         self._esapi = esapi
         self._transient: list[int] = []
         self._eks: dict[str, EkHandle] = {}
+        self._aks: dict[tuple[Path, str], AkHandle] = {}
         self._nv_buffer: int | None = None
 
     @classmethod
@@ -152,6 +157,7 @@ class Tpm:
             self._flush(handle)
         self._transient.clear()
         self._eks.clear()
+        self._aks.clear()
         self._esapi.close()
 
     @property
@@ -216,17 +222,37 @@ class Tpm:
     # -- attestation key ---------------------------------------------------------------
 
     def load_or_create_ak(self, state: AgentState, alg: str) -> AkHandle:
-        """The AK saved in ``state``, loaded under its EK parent; created and saved if none."""
+        """The AK saved in ``state``, loaded under its EK parent; created and saved if none.
+
+        The parent EK is flushed again afterwards unless the caller had created it: a TPM
+        without a resource manager (swtpm) holds only three transient objects.
+        """
         if alg not in AK_TEMPLATE:
             raise TpmError(f"unknown AK algorithm {alg!r} (ecc or rsa)")
+        cached = self._aks.get((state.path, alg))
+        if cached is not None:
+            return cached
         blobs = state.ak_blobs()
         if blobs is not None and blobs.alg != alg:
             raise TpmError(
                 f"the agent state in {state.path} holds an {blobs.alg} AK, not {alg}; "
                 "use the saved algorithm or remove the state to enroll a new AK"
             )
+        parent_alg = _template_alg(blobs.parent) if blobs is not None else alg
+        keep_parent = parent_alg in self._eks
+        parent = self.create_ek(parent_alg)
+        try:
+            ak = self._load_or_create_ak(state, alg, blobs, parent)
+        finally:
+            if not keep_parent:
+                self._drop_ek(parent)
+        self._aks[(state.path, alg)] = ak
+        return ak
+
+    def _load_or_create_ak(
+        self, state: AgentState, alg: str, blobs: AkBlobs | None, parent: EkHandle
+    ) -> AkHandle:
         if blobs is not None:
-            parent = self.create_ek(_template_alg(blobs.parent))
             if hashlib.sha256(parent.public).digest() == blobs.parent_digest:
                 return self._load_ak(blobs, parent)
             log.warning(
@@ -235,10 +261,9 @@ class Tpm:
                 blobs.parent,
             )
             state.forget_ak()
-        return self._create_ak(state, alg)
+        return self._create_ak(state, alg, parent)
 
-    def _create_ak(self, state: AgentState, alg: str) -> AkHandle:
-        parent = self.create_ek(alg)
+    def _create_ak(self, state: AgentState, alg: str, parent: EkHandle) -> AkHandle:
         template = TPM2B_PUBLIC.parse(
             AK_TEMPLATE[alg], objectAttributes=AK_ATTRIBUTES, nameAlg=TPM2_ALG.SHA256
         )
@@ -259,6 +284,12 @@ class Tpm:
         state.save_ak_blobs(blobs)
         log.info("created a new %s AK", alg)
         return self._load_ak(blobs, parent)
+
+    def _drop_ek(self, ek: EkHandle) -> None:
+        self._eks.pop(ek.alg, None)
+        if ek.handle in self._transient:
+            self._transient.remove(ek.handle)
+        self._flush(ek.handle)
 
     def _load_ak(self, blobs: AkBlobs, parent: EkHandle) -> AkHandle:
         try:
@@ -328,6 +359,8 @@ class Tpm:
         """TPM2_Quote of ``pcrs`` in ``bank`` over ``nonce``, with the values quoted."""
         selection = _pcr_list(pcrs)
         alg = _bank(bank)[0]
+        if len(nonce) > MAX_NONCE:
+            raise TpmError(f"the nonce is longer than {MAX_NONCE} bytes (TPM2B_DATA)")
         for attempt in range(QUOTE_ATTEMPTS):
             before, _ = self._read_pcrs(bank, selection[:1])
             try:

@@ -26,6 +26,8 @@ def generate(out: Path) -> None:
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        f"--plugin=protoc-gen-mypy_grpc={Path(sys.executable).parent / 'protoc-gen-mypy_grpc'}",
+        f"--mypy_grpc_out={out}",
         str(ROOT / PROTO),
     ]
     if protoc.main(args) != 0:

@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ("fleetattest_pb2.py", "fleetattest_pb2.pyi", "fleetattest_pb2_grpc.py")
+GENERATED = (
+    "fleetattest_pb2.py",
+    "fleetattest_pb2.pyi",
+    "fleetattest_pb2_grpc.py",
+    "fleetattest_pb2_grpc.pyi",
+)
 
 
 def test_committed_generated_code_is_not_stale(tmp_path: Path) -> None:

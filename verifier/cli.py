@@ -25,6 +25,7 @@ from types import FrameType
 
 from verifier import __version__, errors
 from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.enrollment.ekchain import TrustConfigError
 from verifier.eventlog import cli as eventlog_cli
 from verifier.golden import cli as golden_cli
 from verifier.golden.live import LiveGolden
@@ -32,10 +33,12 @@ from verifier.golden.load import GoldenError
 from verifier.service.server import build_server
 from verifier.store import open_store
 from verifier.token import KeyRing
+from verifier.token import cli as token_cli
 from verifier.verdict import Freshness, Verdict
 
 log = logging.getLogger("attest-verifier")
 
+PURGE_INTERVAL = 30.0  # seconds between purges of expired nonces and challenges
 DEFAULT_GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 
 
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)"
     )
-    serve.add_argument("--db", type=Path, required=True, help="SQLite database file")
+    serve.add_argument("--db", required=True, help="SQLite database file, or a postgresql:// URL")
     serve.add_argument("--ek-ca", type=Path, help="directory of trusted EK CA certificates")
     serve.add_argument("--allowlist", type=Path, help="file of allowed EK public-key SHA-256s")
     serve.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help="golden directory")
@@ -79,29 +82,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     devices = sub.add_parser("devices", help="list enrolled devices and their latest verdicts")
-    devices.add_argument("--db", type=Path, required=True)
+    devices.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     devices.set_defaults(func=cmd_devices)
 
     verdict = sub.add_parser("verdict", help="verdicts")
     vsub = verdict.add_subparsers(dest="verdict_command", required=True)
     show = vsub.add_parser("show", help="the latest verdict of a device, with its reasons")
     show.add_argument("device")
-    show.add_argument("--db", type=Path, required=True)
+    show.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     show.add_argument("--history", type=int, default=0, help="also show N earlier verdicts")
     show.set_defaults(func=cmd_verdict_show)
+    token_cli.register_verdict_check(vsub)
 
     approve = sub.add_parser("approve-ak", help="approve a new AK for an enrolled EK")
     approve.add_argument("device")
     approve.add_argument("ak_name", help="hex TPM name of the pending AK (see 'devices')")
-    approve.add_argument("--db", type=Path, required=True)
+    approve.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     approve.set_defaults(func=cmd_approve_ak)
 
+    token_cli.register_keys(sub)
     eventlog_cli.register(sub)
     golden_cli.register(sub)
     return parser
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
+    try:
+        trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
+    except (TrustConfigError, OSError) as exc:
+        print(f"attest-verifier: {exc}", file=sys.stderr)
+        return 2
     store = open_store(ns.db)
     try:
         golden = LiveGolden.start(ns.golden, store, time.time)
@@ -109,19 +119,17 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print("attest-verifier: refusing to start without a valid golden set", file=sys.stderr)
+        store.close()
         return 2
-    trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
-    keyring = KeyRing.open(ns.keys or ns.db.with_name(ns.db.name + ".keys"), time.time())
+    keyring = KeyRing.open(_keys_dir(ns), time.time())
     settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
     verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
     server, port = build_server(verifier, ns.listen, workers=ns.workers)
     stop = threading.Event()
+    reload_requested = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            golden.reload()
-        else:
-            stop.set()
+        (reload_requested if signum == signal.SIGHUP else stop).set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -130,12 +138,30 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     if ns.port_file:
         ns.port_file.write_text(f"{port}\n")
     log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
-    while not stop.wait(30.0):
-        store.purge_expired(time.time())
+    next_purge = time.monotonic() + PURGE_INTERVAL
+    while not stop.wait(1.0):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
+            golden.reload()
+        if time.monotonic() >= next_purge:
+            next_purge = time.monotonic() + PURGE_INTERVAL
+            store.purge_expired(time.time())
+            keyring.reload(time.time())  # another replica may have rotated the key
     log.info("shutting down")
     server.stop(grace=5).wait()
     store.close()
     return 0
+
+
+def _keys_dir(ns: argparse.Namespace) -> Path:
+    """--keys, or beside a SQLite database; a PostgreSQL verifier must say where."""
+    if ns.keys is not None:
+        return Path(ns.keys)
+    if "://" in ns.db:
+        raise errors.PolicyViolation("--keys DIR is required with a PostgreSQL --db")
+    db = Path(ns.db)
+    return db.with_name(db.name + ".keys")
 
 
 def cmd_devices(ns: argparse.Namespace) -> int:

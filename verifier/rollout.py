@@ -26,8 +26,10 @@ class RolloutDecision:
     reasons: tuple[Reason, ...]
 
 
-def _deny(code: str, text: str, **fields: str) -> Reason:
-    return Reason(code=code, text=text, rule="rollout", **fields)
+def _deny(code: str, text: str, expected: str = "", actual: str = "", release: str = "") -> Reason:
+    return Reason(
+        code=code, text=text, rule="rollout", expected=expected, actual=actual, release=release
+    )
 
 
 def check_rollout(

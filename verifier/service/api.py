@@ -29,9 +29,10 @@ from verifier.service.errors import abort
 
 WATCH_POLL_SECONDS = 1.0  # how often a stream looks for other replicas' verdicts
 
+Svc = TypeVar("Svc")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Handler = Callable[[object, Req, grpc.ServicerContext], Resp]
+Handler = Callable[[Svc, Req, grpc.ServicerContext], Resp]
 
 _OUTCOME = {
     EnrollmentOutcome.ENROLLED: pb.ENROLLMENT_OUTCOME_ENROLLED,
@@ -39,11 +40,11 @@ _OUTCOME = {
 }
 
 
-def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+def rpc(method: Handler[Svc, Req, Resp]) -> Handler[Svc, Req, Resp]:
     """Map every exception to a status code, in one place."""
 
     @functools.wraps(method)
-    def wrapper(self: object, request: Req, context: grpc.ServicerContext) -> Resp:
+    def wrapper(self: Svc, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
             return method(self, request, context)
         except Exception as exc:

@@ -37,7 +37,7 @@ def refuse_unknown_fields(message: Message) -> None:
             f"{message.DESCRIPTOR.name} has fields this verifier does not know"
         )
     for field, value in message.ListFields():
-        if field.type != field.TYPE_MESSAGE:
+        if field.type != field.TYPE_MESSAGE or field.message_type is None:
             continue
         if field.message_type.GetOptions().map_entry:
             continue

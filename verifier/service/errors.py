@@ -11,6 +11,7 @@ import logging
 import grpc
 
 from verifier import errors
+from verifier.token.errors import KeyRingError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ _CODES: tuple[tuple[type[errors.AttestationError], grpc.StatusCode], ...] = (
     (errors.ReplayMismatch, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (KeyRingError, grpc.StatusCode.INTERNAL),
 )
 
 

@@ -1,4 +1,4 @@
-"""The store contract: one interface, SQLite (embedded default) behind it, PostgreSQL later.
+"""The store contract: one interface; SQLite (the embedded default) and PostgreSQL behind it.
 
 Everything that must survive a restart or be shared between verifier replicas lives here:
 enrolled devices, enrollment challenges, issued nonces, verdict history, the latest evidence

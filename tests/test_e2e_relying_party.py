@@ -1,0 +1,190 @@
+"""Update servers: signed tokens checked offline, rollout gating and the verdict stream.
+
+Real agents and swtpm devices against the real verifier over gRPC; each test says what it
+tries.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agent.flows import channel
+from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from simulator.fleet import Fleet, RunningVerifier, SimDevice
+from simulator.profiles import GOOD_A, GOOD_B, INIT_SH
+from verifier import cli
+from verifier.token import KeyRing, PinnedKeys, TokenClaimMismatch, verify_token
+
+pytestmark = pytest.mark.swtpm
+GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with Fleet(tmp_path) as fleet:
+        fleet.start_verifier(GOLDEN)
+        yield fleet
+
+
+def running(fleet: Fleet) -> RunningVerifier:
+    assert fleet.verifier is not None
+    return fleet.verifier
+
+
+def attested(fleet: Fleet, name: str, firmware: object = GOOD_A) -> SimDevice:
+    device = fleet.add_device(name, firmware)  # type: ignore[arg-type]
+    device.attest(running(fleet).address)
+    return device
+
+
+def export_jwks(fleet: Fleet, tmp_path: Path) -> Path:
+    path = tmp_path / "jwks.json"
+    keys = running(fleet).workdir / "keys"
+    assert cli.main(["keys", "export-jwks", "--keys", str(keys), str(path)]) == 0
+    return path
+
+
+def check(fleet: Fleet, device: SimDevice, jwks: Path, max_age: str = "10m") -> int:
+    return cli.main(
+        [
+            "verdict",
+            "check",
+            device.device_id,
+            "--max-age",
+            max_age,
+            "--verifier",
+            running(fleet).address,
+            "--jwks",
+            str(jwks),
+        ]
+    )
+
+
+def test_verdict_check_passes_only_a_fresh_affirming_verdict(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jwks = export_jwks(fleet, tmp_path)
+    good = attested(fleet, "good")
+    bad = attested(fleet, "bad", INIT_SH)
+    assert check(fleet, good, jwks) == 0
+    assert "TRUSTED" in capsys.readouterr().out
+    assert check(fleet, bad, jwks) == 1
+    out = capsys.readouterr().out
+    assert "NOT TRUSTED" in out and "kernel_cmdline_mismatch" in out
+
+
+def test_token_signed_by_a_key_that_is_not_pinned_is_refused(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    impostor = KeyRing.open(tmp_path / "impostor", 0)
+    jwks = tmp_path / "impostor.json"
+    impostor.export_jwks(jwks, 0)
+    good = attested(fleet, "good")
+    assert check(fleet, good, jwks) == 1
+    assert "TokenKeyUnknown" in capsys.readouterr().out
+
+
+def test_token_echoes_the_relying_party_nonce_and_names_the_device(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    good = attested(fleet, "good")
+    other = attested(fleet, "other")
+    with channel(running(fleet).address) as ch:
+        stub = pb_grpc.RelyingPartyStub(ch)
+        reply = stub.GetVerdict(pb.GetVerdictRequest(device_id=good.device_id, nonce=b"n" * 16))
+        keys = PinnedKeys.from_jwks(json.loads(stub.GetJwks(pb.GetJwksRequest()).jwks_json))
+    now = running(fleet).clock()
+    claims = verify_token(
+        reply.verdict.token,
+        keys,
+        issuer="fleet-attest",
+        audience=None,
+        subject=good.device_id,
+        now=now,
+        nonce=b"n" * 16,
+    )
+    assert claims.release == "fw-1.0.0"
+    with pytest.raises(TokenClaimMismatch, match="not for"):
+        verify_token(
+            reply.verdict.token,
+            keys,
+            issuer="fleet-attest",
+            audience=None,
+            subject=other.device_id,  # device A's token presented for device B
+            now=now,
+        )
+
+
+def rollout(fleet: Fleet, device: SimDevice, target: str, max_age: int = 600) -> set[str]:
+    with channel(running(fleet).address) as ch:
+        reply = pb_grpc.RelyingPartyStub(ch).CheckRollout(
+            pb.CheckRolloutRequest(
+                device_id=device.device_id, target_release=target, max_age_seconds=max_age
+            )
+        )
+    assert reply.allow == (not reply.reasons)
+    return {r.code for r in reply.reasons}
+
+
+def test_rollout_is_allowed_only_along_the_upgrade_path_for_clean_devices(fleet: Fleet) -> None:
+    good = attested(fleet, "good")
+    bad = attested(fleet, "bad", INIT_SH)
+    upgraded = attested(fleet, "upgraded", GOOD_B)
+    assert rollout(fleet, good, "fw-1.1.0") == set()
+    assert "not_affirming" in rollout(fleet, bad, "fw-1.1.0")
+    assert rollout(fleet, upgraded, "fw-1.0.0") == {"upgrade_not_allowed"}
+    assert rollout(fleet, good, "fw-0.9.0") == {"target_retired"}
+
+
+def test_rollout_after_a_reboot_uses_the_new_boot_verdict(fleet: Fleet) -> None:
+    device = attested(fleet, "rebooted")
+    device.reboot(INIT_SH)  # the previous boot's affirming verdict must not carry over
+    device.attest(running(fleet).address)
+    assert "not_affirming" in rollout(fleet, device, "fw-1.1.0")
+
+
+def test_verdict_stream_reconnects_without_losing_a_change(fleet: Fleet) -> None:
+    device = attested(fleet, "watched")
+    address = running(fleet).address
+    seen: queue.Queue[pb.Verdict] = queue.Queue()
+
+    def watch(after: int, count: int) -> None:
+        with grpc.insecure_channel(address) as ch:
+            stream = pb_grpc.RelyingPartyStub(ch).WatchVerdicts(
+                pb.WatchVerdictsRequest(device_ids=[device.device_id], after_sequence=after)
+            )
+            for verdict in stream:
+                seen.put(verdict)
+                count -= 1
+                if count == 0:
+                    stream.cancel()
+                    return
+
+    first = threading.Thread(target=watch, args=(0, 1))
+    first.start()
+    first.join(timeout=30)
+    cursor = seen.get(timeout=5).sequence
+    # Disconnected: two verdicts happen meanwhile (a reboot and a compromised boot).
+    device.reboot()
+    device.attest(address)
+    device.reboot(INIT_SH)
+    device.attest(address)
+    second = threading.Thread(target=watch, args=(cursor, 3))
+    second.start()
+    missed = [seen.get(timeout=10), seen.get(timeout=10)]
+    assert [v.sequence > cursor for v in missed] == [True, True]
+    assert missed[0].sequence < missed[1].sequence
+    assert [v.status for v in missed] == [pb.STATUS_AFFIRMING, pb.STATUS_CONTRAINDICATED]
+    device.reboot(GOOD_A)  # a live change arrives on the open stream too
+    device.attest(address)
+    live = seen.get(timeout=10)
+    assert live.sequence > missed[1].sequence and live.status == pb.STATUS_AFFIRMING
+    second.join(timeout=10)
