@@ -61,6 +61,7 @@ class RunningVerifier:
         workers: int = 8,
         allowlist: Path | None = None,
         port: int = 0,
+        watch_interval: float = 0.5,
     ) -> None:
         self.workdir = workdir
         self.clock = MovableClock()
@@ -76,8 +77,11 @@ class RunningVerifier:
         self.server, self.port = build_server(self.verifier, f"127.0.0.1:{port}", workers=workers)
         self.server.start()
         self.address = f"127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self.golden.watch(self._stop, interval=watch_interval)
 
     def close(self) -> None:
+        self._stop.set()
         self.server.stop(grace=1).wait()
         self.store.close()
 

@@ -229,7 +229,8 @@ class Verifier:
             device_id, issued.nonce, issued.bank, issued.pcrs, issued.profile, issued.expires_at
         )
 
-    def attest(self, evidence: Evidence) -> Verdict:
+    def attest(self, evidence: Evidence) -> tuple[Verdict, str]:
+        """Appraise, store and sign: the stored verdict and its token."""
         device = self._device(evidence.device_id)
         now = self.clock()
         issued = self.store.consume_nonce(evidence.device_id, evidence.nonce, now)
@@ -267,7 +268,7 @@ class Verifier:
             stored.release or "-",
             len(stored.reasons),
         )
-        return stored
+        return stored, self.token_for(stored, device=device)
 
     def _keep_evidence(
         self, evidence: Evidence, device: DeviceRecord, issued: IssuedNonce, now: float
@@ -308,7 +309,9 @@ class Verifier:
             return Freshness.SUPERSEDED
         return state
 
-    def token_for(self, verdict: Verdict, nonce: bytes | None = None) -> str:
+    def token_for(
+        self, verdict: Verdict, nonce: bytes | None = None, device: DeviceRecord | None = None
+    ) -> str:
         """The verdict as a freshly signed EAR token (``nonce`` echoed as ``eat_nonce``).
 
         ``exp`` is the earliest of the verdict's expiry, the release's ``not_after`` and the
@@ -317,7 +320,10 @@ class Verifier:
         """
         profile = self.golden.current().profile_set.profile(verdict.profile)
         release = profile.release(verdict.release) if profile and verdict.release else None
-        device = self.store.get_device(verdict.device_id)
+        if self.freshness(verdict) is not Freshness.FRESH:
+            return ""  # expired or superseded (a revoked or retired release): nothing to vouch for
+        if device is None:
+            device = self.store.get_device(verdict.device_id)
         try:
             return issue_token(
                 verdict,

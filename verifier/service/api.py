@@ -116,10 +116,8 @@ class AgentService(pb_grpc.AgentServicer):
     @rpc
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         evidence = _evidence_from(request, self.v.settings.limits)
-        verdict = self.v.attest(evidence)
-        return pb.AttestResponse(
-            verdict=verdict_to_pb(verdict, self.v.freshness(verdict), self.v.token_for(verdict))
-        )
+        verdict, token = self.v.attest(evidence)
+        return pb.AttestResponse(verdict=verdict_to_pb(verdict, self.v.freshness(verdict), token))
 
 
 class RelyingPartyService(pb_grpc.RelyingPartyServicer):

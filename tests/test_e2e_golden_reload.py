@@ -1,0 +1,120 @@
+"""Golden measurements on a live fleet: hot reload, refusal of broken edits, revocation, history.
+
+A typo must never lock a fleet out or let one in: a broken edit keeps the last good set live
+and is reported; a valid edit takes effect without a restart; revoking a release makes the
+verdicts that relied on it untrusted at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.flows import channel
+from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from simulator.fleet import Fleet, RunningVerifier
+from simulator.profiles import GOOD_A
+from verifier import cli
+
+pytestmark = pytest.mark.swtpm
+GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
+PROFILE_FILE = "sim-gateway.yaml"
+
+
+@pytest.fixture
+def golden(tmp_path: Path) -> Path:
+    directory = tmp_path / "golden"
+    directory.mkdir()
+    shutil.copy(GOLDEN / PROFILE_FILE, directory / PROFILE_FILE)
+    return directory
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, golden: Path) -> Iterator[Fleet]:
+    with Fleet(tmp_path / "fleet") as fleet:
+        fleet.start_verifier(golden)
+        yield fleet
+
+
+def running(fleet: Fleet) -> RunningVerifier:
+    assert fleet.verifier is not None
+    return fleet.verifier
+
+
+def operator(fleet: Fleet) -> pb_grpc.OperatorStub:
+    return pb_grpc.OperatorStub(channel(running(fleet).address))
+
+
+def edit(golden: Path, old: str, new: str) -> None:
+    path = golden / PROFILE_FILE
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_broken_edit_while_serving_keeps_the_old_set_and_reports_it(
+    fleet: Fleet, golden: Path
+) -> None:
+    device = fleet.add_device("d", GOOD_A)
+    before = running(fleet).golden.current().profile_set.digest
+    edit(golden, "verdict_lifetime: 1h", "verdict_lifetime: 1h\nverdict_lifetme: 2h")
+    reply = operator(fleet).ReloadGolden(pb.ReloadGoldenRequest())
+    assert not reply.applied and reply.golden_digest == before
+    problem = reply.problems[0]
+    assert problem.file.endswith(PROFILE_FILE) and problem.line == 6
+    status = operator(fleet).GetStatus(pb.GetStatusRequest())
+    assert status.golden_digest == before and status.golden_problems
+    verdict = device.attest(running(fleet).address)  # the fleet is still served
+    assert verdict.status == pb.STATUS_AFFIRMING and verdict.golden_digest == before
+
+
+def test_valid_edit_takes_effect_without_a_restart(fleet: Fleet, golden: Path) -> None:
+    device = fleet.add_device("d", GOOD_A)
+    before = running(fleet).golden.current().profile_set.digest
+    edit(golden, "verdict_lifetime: 1h", "verdict_lifetime: 2h")
+    deadline = time.monotonic() + 10
+    while running(fleet).golden.current().profile_set.digest == before:
+        assert time.monotonic() < deadline, "the file watcher did not pick up the edit"
+        time.sleep(0.1)
+    verdict = device.attest(running(fleet).address)
+    after = running(fleet).golden.current().profile_set.digest
+    assert verdict.golden_digest == after != before
+    assert 7190 <= verdict.expires_at.seconds - verdict.issued_at.seconds <= 7200
+    record = running(fleet).store.golden_set(after)  # a verdict's digest resolves to its files
+    assert record is not None and PROFILE_FILE in record.files
+
+
+def test_revoked_release_turns_its_verdicts_into_not_trusted(fleet: Fleet, golden: Path) -> None:
+    device = fleet.add_device("d", GOOD_A)
+    first = device.attest(running(fleet).address)
+    assert first.status == pb.STATUS_AFFIRMING
+    edit(golden, "  - name: fw-1.0.0\n", "  - name: fw-1.0.0\n    revoked: true\n")
+    reply = operator(fleet).ReloadGolden(pb.ReloadGoldenRequest())  # or the watcher did it
+    assert not reply.problems and reply.golden_digest != first.golden_digest
+    with channel(running(fleet).address) as ch:
+        stub = pb_grpc.RelyingPartyStub(ch)
+        verdict = stub.GetVerdict(pb.GetVerdictRequest(device_id=device.device_id)).verdict
+        rollout = stub.CheckRollout(
+            pb.CheckRolloutRequest(device_id=device.device_id, target_release="fw-1.1.0")
+        )
+    assert verdict.freshness == pb.FRESHNESS_SUPERSEDED
+    assert verdict.token == ""
+    assert not rollout.allow
+    again = device.attest(running(fleet).address)
+    assert again.status == pb.STATUS_CONTRAINDICATED
+    assert "release_revoked" in {r.code for r in again.reasons}
+
+
+def test_verifier_refuses_to_start_with_an_invalid_set(
+    tmp_path: Path, golden: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(golden, "bank: sha256", "bank: sha1")  # SHA-1 without allow_sha1
+    code = cli.main(["serve", "--db", str(tmp_path / "v.db"), "--golden", str(golden)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{PROFILE_FILE}:" in err and "refusing to start" in err
