@@ -2,6 +2,7 @@
 
     attest-sim demo [--devices 8]     a verifier and a small fleet; prints the fleet's verdicts
     attest-sim scenarios              every scenario; exits 1 on any unexpected outcome
+    attest-sim rollout [--bad-device] a staged rollout fw-1.0.0 -> fw-1.1.0 in waves
 
 Both start the verifier in this process (SQLite in a temporary directory, the repository's
 ``golden_measurements/``) and one swtpm per device, and stop everything on exit, Ctrl-C
@@ -17,11 +18,14 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from simulator.firmware import FirmwareProfile
 from simulator.fleet import Fleet, SimDevice
+from simulator.goldengen import release_name
 from simulator.profiles import GOOD_A, GOOD_B, INIT_SH, SECUREBOOT_OFF, TAMPERED_BOOTLOADER
+from simulator.rollout import run_rollout
 from simulator.scenarios import SCENARIOS, Outcome, attest
 from simulator.swtpm import kill_all, swtpm_available
 
@@ -58,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     scen = sub.add_parser("scenarios", help="run every scenario, expected vs actual")
     scen.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help="golden directory")
     scen.set_defaults(func=cmd_scenarios)
+    roll = sub.add_parser("rollout", help="an update server moves the fleet A -> B in waves")
+    roll.add_argument("--devices", type=int, default=6, help="fleet size (default 6)")
+    roll.add_argument("--wave-size", type=int, default=2, help="devices per wave (default 2)")
+    roll.add_argument(
+        "--bad-device",
+        action="store_true",
+        help="one device of the second wave boots a tampered fw-1.1.0: the rollout halts",
+    )
+    roll.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help="golden directory")
+    roll.set_defaults(func=cmd_rollout)
     return parser
 
 
@@ -83,9 +97,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
             devices.append(fleet.add_device(f"gw-{i:02d}", profile))
             _progress("booting devices (swtpm + measured boot)", i + 1, len(firmware))
         with ThreadPoolExecutor(max_workers=4) as pool:
-            done = 0
-            for device_id in pool.map(lambda d: d.enroll(verifier.address), devices):
-                done += 1
+            enrolled = pool.map(lambda d: d.enroll(verifier.address), devices)
+            for done, device_id in enumerate(enrolled, 1):
                 _progress(f"enrolling (last: {device_id[:16]}...)", done, len(devices))
             outcomes = []
             for outcome in pool.map(lambda d: attest(d, verifier.address), devices):
@@ -131,6 +144,37 @@ def cmd_scenarios(ns: argparse.Namespace) -> int:
     _table(rows)
     print(f"\n{len(SCENARIOS) - failures} passed, {failures} failed")
     return 1 if failures else 0
+
+
+def cmd_rollout(ns: argparse.Namespace) -> int:
+    if ns.devices < 1 or ns.wave_size < 1:
+        print("attest-sim: --devices and --wave-size must be at least 1", file=sys.stderr)
+        return 2
+    target = release_name(GOOD_B)
+    with tempfile.TemporaryDirectory(prefix="attest-sim-") as tmp, Fleet(Path(tmp)) as fleet:
+        verifier = fleet.start_verifier(ns.golden)
+        devices = [fleet.add_device(f"gw-{i:02d}", GOOD_A) for i in range(ns.devices)]
+        for device in devices:
+            device.attest(verifier.address)
+        print(f"{len(devices)} devices affirming on {release_name(GOOD_A)}; target {target}")
+        bad = devices[ns.wave_size] if ns.bad_device and len(devices) > ns.wave_size else None
+        waves = [devices[i : i + ns.wave_size] for i in range(0, len(devices), ns.wave_size)]
+        report = run_rollout(
+            verifier.address,
+            waves,
+            target,
+            lambda d: (
+                replace(GOOD_B, name="tampered-b", grub=TAMPERED_BOOTLOADER.grub)
+                if d is bad
+                else GOOD_B
+            ),
+        )
+        for name, why in report.halted_by:
+            print(f"  halted by {name}: {why}")
+        untouched = [d.name for wave in waves[report.waves_done :] for d in wave]
+        if untouched:
+            print(f"  never shipped: {', '.join(untouched)}")
+    return 1 if report.halted else 0
 
 
 def _fleet_table(devices: Sequence[SimDevice], outcomes: Sequence[Outcome]) -> None:
