@@ -24,7 +24,7 @@ from verifier.eventlog.parse import (
     Event,
     EventLog,
 )
-from verifier.eventlog.write import RawEvent, encode_log, measured
+from verifier.eventlog.write import RawEvent, encode_log, encode_sha1_event, measured
 from verifier.verdict import Status
 
 DATA = Path(__file__).parent / "data" / "eventlogs"
@@ -392,3 +392,25 @@ def test_undefined_event_type_in_a_firmware_pcr_is_caught() -> None:
 def test_facts_of_a_bank_the_log_lacks_are_refused() -> None:
     with pytest.raises(EventLogError, match="no sha256"):
         extract_facts(load("go-attestation/linux_tpm12.eventlog.bin"), "sha256", NO_QUIRKS)
+
+
+def test_variable_renamed_under_data_only_digests_loses_its_secure_boot_facts() -> None:
+    """With digests over VariableData only, a name is bound by the spec's measuring order
+    alone: renaming KEK to db (to pass KEK's certificates off as db's) must not work."""
+    log = load("go-attestation/linux_tpm12.eventlog.bin")
+    quirk = frozenset({"variable_digest_data_only"})
+
+    def rename(event: Event) -> bytes:
+        data = event.data
+        if b"K\x00E\x00K\x00" not in data[:48]:
+            return encode_sha1_event(raw(event))
+        var_data = data[16 + 16 + 6 :]  # after GUID, lengths and the 3-character name
+        renamed = variable("db", EFI_IMAGE_SECURITY_DATABASE, var_data)
+        return encode_sha1_event(raw(event)._replace(data=renamed))
+
+    tampered = parse_event_log(b"".join(rename(e) for e in log.events))
+    facts = extract_facts(tampered, "sha1", quirk)
+    assert "variable_names_unbound" in codes(facts)
+    assert facts.databases == () and facts.secure_boot is None
+    honest = extract_facts(log, "sha1", quirk)
+    assert honest.problems == () and {n for n, _ in honest.databases} == {"PK", "KEK", "db", "dbx"}

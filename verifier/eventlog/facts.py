@@ -25,6 +25,12 @@ The kernel command line is the last verified one: GRUB's ``kernel_cmdline: `` st
 (as GRUB measures it, starting with the kernel path, e.g. ``(hd0,gpt2)/vmlinuz-6.1 root=...``)
 or systemd-boot's UTF-16 load options in PCR 12; surrounding blanks are stripped.
 
+UEFI variable digests cover the whole UEFI_VARIABLE_DATA, which binds the name to the data;
+EV_EFI_VARIABLE_BOOT (by the spec) and, with the ``variable_digest_data_only`` quirk, PCR 7
+variables may cover VariableData only. Then only the spec's measuring order (SecureBoot, PK,
+KEK, db, dbx) binds the names, and a log out of that order loses its Secure Boot facts
+(``variable_names_unbound``).
+
 Only events in ``trusted_pcrs`` (``None``: all of 0-23) are considered: the appraisal passes
 the quoted PCRs whose replay matched. EV_NO_ACTION events are never facts. Vendor quirks are
 honoured only when named in ``quirks`` (see ``verifier.golden.model.QUIRKS``). Extraction
@@ -102,6 +108,7 @@ ALLOWED_TYPES: dict[int, frozenset[int]] = {
         }
     ),
 }
+SECURE_BOOT_ORDER = ("SecureBoot", "PK", "KEK", "db", "dbx")  # PC Client spec measuring order
 SECURE_BOOT_DBS = {
     ("PK", efi.EFI_GLOBAL_VARIABLE),
     ("KEK", efi.EFI_GLOBAL_VARIABLE),
@@ -289,10 +296,13 @@ class _Extractor:
         self.boot_started = False  # PCR 4: "Calling EFI Application" or its separator seen
         self.preboot: list[BootApp] = []
         self.ebs_seen = False
+        self.unbound_names = False  # a PCR 7 variable verified over VariableData only
+        self.driver_config_names: list[str] = []
 
     # -- results -------------------------------------------------------------------------
 
     def result(self, trusted: tuple[int, ...]) -> BootFacts:
+        self.check_unbound_names()
         v = self.values
         return BootFacts(
             bank=self.bank,
@@ -335,19 +345,29 @@ class _Extractor:
             )
         )
 
-    def verified(self, event: Event, *alternatives: bytes) -> bool:
-        """True when the digest is the hash of the data (or of one of ``alternatives``)."""
+    def matches(self, event: Event, *alternatives: bytes, whole: bool = True) -> bool:
+        """True when the digest is the hash of the data (unless not ``whole``) or of one of
+        ``alternatives``."""
         digest = event.digests[self.bank]
-        actual = self.hash(event.data).digest()
-        if actual == digest or any(self.hash(a).digest() == digest for a in alternatives):
-            return True
+        h = self.hash
+        return (whole and h(event.data).digest() == digest) or any(
+            h(a).digest() == digest for a in alternatives
+        )
+
+    def mismatch(self, event: Event) -> None:
         self.problem(
             "event_digest_mismatch",
             event,
             "its data does not hash to its digest",
-            expected=digest.hex(),
-            actual=actual.hex(),
+            expected=event.digests[self.bank].hex(),
+            actual=self.hash(event.data).hexdigest(),
         )
+
+    def verified(self, event: Event, *alternatives: bytes) -> bool:
+        """``matches``, reporting an ``event_digest_mismatch`` when it does not."""
+        if self.matches(event, *alternatives):
+            return True
+        self.mismatch(event)
         return False
 
     # -- dispatch ------------------------------------------------------------------------
@@ -478,20 +498,47 @@ class _Extractor:
         except efi.EfiDecodeError as exc:
             self.problem("event_data_malformed", event, str(exc))
             return
-        if not self.verified(event, *self.variable_alternatives(event, var)):
-            return
+        if not self.matches(event, *self.variable_alternatives(event, var)):
+            if not self.data_only_allowed(event) or not self.matches(event, var.data, whole=False):
+                self.mismatch(event)
+                return
+            if event.type == EV_EFI_VARIABLE_DRIVER_CONFIG and event.pcr == 7:
+                self.unbound_names = True  # verified over VariableData only: name not bound
         if event.type == EV_EFI_VARIABLE_DRIVER_CONFIG and event.pcr == 7:
+            self.driver_config_names.append(var.name)
             self.driver_config(event, var)
         elif event.type == EV_EFI_VARIABLE_AUTHORITY and event.pcr == 7:
             self.authority(event, var)
 
+    def data_only_allowed(self, event: Event) -> bool:
+        # The PC Client spec defines EV_EFI_VARIABLE_BOOT's digest over VariableData only.
+        return event.type == EV_EFI_VARIABLE_BOOT or "variable_digest_data_only" in self.quirks
+
+    def check_unbound_names(self) -> None:
+        """With digests over VariableData only, the spec's fixed measuring order (SecureBoot,
+        PK, KEK, db, dbx) is what binds the names: a log that departs from it loses its
+        Secure Boot facts, so a renamed variable cannot pass for another."""
+        if not self.unbound_names or self.driver_config_names[:5] == list(SECURE_BOOT_ORDER):
+            return
+        self.values.pop("secure_boot", None)
+        self.values.pop("secure_boot_event", None)
+        self.databases.clear()
+        self.problems.append(
+            Reason(
+                code="variable_names_unbound",
+                text="PCR 7 variables are measured over their data only and are not in the"
+                " order SecureBoot, PK, KEK, db, dbx: their names cannot be trusted",
+                pcr=7,
+                expected=",".join(SECURE_BOOT_ORDER),
+                actual=",".join(self.driver_config_names),
+            )
+        )
+
     def variable_alternatives(self, event: Event, var: efi.Variable) -> list[bytes]:
-        """What else the digest may cover: the structure without trailing bytes, and quirks."""
+        """What else the digest may cover: the structure without trailing bytes, and quirks
+        that keep the name bound (VariableData-only digests are ``data_only_allowed``)."""
         data = event.data
         alternatives = [data[: var.size]] if var.size < len(data) else []
-        # The PC Client spec defines EV_EFI_VARIABLE_BOOT's digest over VariableData only.
-        if event.type == EV_EFI_VARIABLE_BOOT or "variable_digest_data_only" in self.quirks:
-            alternatives.append(var.data)
         if (
             event.type == EV_EFI_VARIABLE_AUTHORITY
             and "shim_authority_without_owner" in self.quirks
@@ -617,6 +664,9 @@ def _marker_digests(
 
 
 def _version_text(data: bytes) -> str:
+    """UTF-16 (the usual form) or ASCII text, "" for an empty string, else hex (a GUID...)."""
+    if not data.strip(b"\x00"):
+        return ""
     if len(data) % 2 == 0 and len(data) >= 2:
         try:
             text = data.decode("utf-16-le").rstrip("\x00")
