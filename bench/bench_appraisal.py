@@ -28,9 +28,13 @@ def main() -> None:
     ak = SoftAk.generate()
     pcrs = {i: bytes([i]) * 32 for i in range(10)}
     nonce = b"n" * 32
-    releases = tuple(
-        Release(f"fw-{k}", pcrs={i: bytes([i + k * 16]) * 32 for i in range(10)}) for k in (2, 1)
-    ) + (Release("fw-0", pcrs=dict(pcrs)),)
+    releases = (
+        *(
+            Release(f"fw-{k}", pcrs={i: bytes([i + k * 16]) * 32 for i in range(10)})
+            for k in (2, 1)
+        ),
+        Release("fw-0", pcrs=dict(pcrs)),
+    )
     profile = Profile("bench", "bench.yaml", {}, 3600, "sha256", tuple(range(10)), releases)
     attest, sig = ak.quote(QuoteFields(nonce, "sha256", pcrs))
     ctx = AppraisalContext(

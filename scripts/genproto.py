@@ -1,7 +1,7 @@
 """Regenerate the Python modules of the gRPC API from proto/fleetattest/v1/fleetattest.proto.
 
-    .venv/bin/python scripts/genproto.py            # rewrite the committed modules
-    .venv/bin/python scripts/genproto.py --out DIR  # write them under DIR (the staleness test)
+.venv/bin/python scripts/genproto.py            # rewrite the committed modules
+.venv/bin/python scripts/genproto.py --out DIR  # write them under DIR (the staleness test)
 """
 
 from __future__ import annotations

@@ -9,9 +9,8 @@ never see each other's rows.
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 import glob
+import importlib.util
 import os
 import secrets
 import shutil
@@ -19,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 import pytest
@@ -42,9 +42,7 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 def _require_psycopg() -> None:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("psycopg") is None:
         _unavailable("psycopg is not installed")
 
 

@@ -6,6 +6,7 @@ Each test is named after what it tries. A refused attestation records no verdict
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -204,9 +205,11 @@ def test_expired_verdict_is_reported_as_expired_never_trusted(fleet: Fleet) -> N
     assert device.attest(address).status == pb.STATUS_AFFIRMING
     running(fleet).clock.advance(3601)
     with channel(address) as ch:
-        verdict = pb_grpc.RelyingPartyStub(ch).GetVerdict(
-            pb.GetVerdictRequest(device_id=device.device_id)
-        ).verdict
+        verdict = (
+            pb_grpc.RelyingPartyStub(ch)
+            .GetVerdict(pb.GetVerdictRequest(device_id=device.device_id))
+            .verdict
+        )
         rollout = pb_grpc.RelyingPartyStub(ch).CheckRollout(
             pb.CheckRolloutRequest(device_id=device.device_id, target_release="fw-1.1.0")
         )
@@ -270,8 +273,6 @@ def test_agent_backs_off_while_the_verifier_is_unreachable_and_recovers(
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -313,7 +314,7 @@ def test_two_verifier_processes_on_one_database_never_accept_one_nonce_twice(
         for _ in range(5):
             request = challenge_and_evidence(device, first.address)
             with ThreadPoolExecutor(2) as pool:
-                outcomes = list(pool.map(lambda a: _try(a, request), [first.address, other]))
+                outcomes = list(pool.map(_try, [first.address, other], [request, request]))
             assert sorted(outcomes) == ["accepted", "refused"], outcomes
     finally:
         second.terminate()

@@ -165,7 +165,7 @@ def test_verdict_stream_reconnects_without_losing_a_change(fleet: Fleet) -> None
                 seen.put(verdict)
                 count -= 1
                 if count == 0:
-                    stream.cancel()
+                    stream.cancel()  # type: ignore[no-untyped-call]
                     return
 
     first = threading.Thread(target=watch, args=(0, 1))

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from proto.fleetattest.v1 import fleetattest_pb2 as pb
+
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = (
     "fleetattest_pb2.py",
@@ -28,8 +30,6 @@ def test_committed_generated_code_is_not_stale(tmp_path: Path) -> None:
 
 
 def test_api_declares_the_three_services() -> None:
-    from proto.fleetattest.v1 import fleetattest_pb2 as pb
-
     services = set(pb.DESCRIPTOR.services_by_name)
     assert services == {"Agent", "RelyingParty", "Operator"}
     agent = pb.DESCRIPTOR.services_by_name["Agent"]

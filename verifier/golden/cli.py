@@ -1,24 +1,58 @@
 """``attest-verifier golden ...``: operator commands on golden measurement files.
 
     attest-verifier golden lint DIR
+    attest-verifier golden learn --db DB --device ID [--name NAME] [--output FILE]
+    attest-verifier golden learn --event-log FILE --pcrs FILE [--bank sha256] [--name NAME]
+    attest-verifier golden explain DEVICE --db DB [--golden DIR]
+    attest-verifier golden dry-run DIR --db DB [--golden CURRENT_DIR]
 
 ``lint`` loads DIR exactly as the verifier would (same loader, same limits) and prints each
 problem as ``file:line:column: message`` with its hint on the next line, then a summary.
 Exit codes: 0 clean, 1 problems found, 2 DIR missing or unreadable.
+
+``learn`` prints (or writes to a new ``--output`` file) a candidate release learned from a
+device's latest stored evidence or from files: an event log and the PCR values a quote
+proved, as JSON ``{"0": "<hex>", ...}`` (the per-bank shape ``eventlog replay --json``
+prints; its whole output ``{"sha256": {...}}`` is accepted too and ``--bank`` picks the bank).
+Feeding a log's own replay back proves nothing: take the values from a quote
+(``tpm2_pcrread``) when the evidence is not from the store. The selection is every PCR given
+unless ``--select 0,4,7,8,9``. Never applied: review it, paste it under ``releases:``, lint.
+
+``explain`` shows, for a device's latest evidence (DEVICE may be a unique prefix of its id),
+every rule of every release of its profile: PASS or FAIL with expected and actual.
+``dry-run`` evaluates a proposed directory against the latest evidence of every device and
+prints which devices would change status or release and why; it changes nothing. Exit 1
+when the proposed directory is invalid (problems printed as ``lint`` does).
+
+The store is only read. Errors are one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
+from verifier.errors import AttestationError, LimitExceeded, MalformedEvidence, UnknownDevice
+from verifier.golden.learn import learn_release
 from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
-from verifier.golden.model import GoldenSet
+from verifier.golden.model import BANKS, QUIRKS, GoldenSet
+from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
+from verifier.limits import DEFAULT_LIMITS
+from verifier.store import open_store
+from verifier.store.base import Store, StoredEvidence
 
 Subparsers = argparse._SubParsersAction  # argparse has no public name for it
+
+# The repository's golden directory (as verifier.cli.DEFAULT_GOLDEN; not imported: a cycle).
+DEFAULT_GOLDEN = Path(__file__).resolve().parent.parent.parent / "golden_measurements"
+MAX_PCRS_FILE_BYTES = 64 * 1024
+T = TypeVar("T")
 
 
 def register(
@@ -34,7 +68,56 @@ def register(
     )
     lint.add_argument("directory", type=Path, metavar="DIR")
     lint.set_defaults(func=cmd_lint)
+    _register_learn(commands)
+    _register_explain(commands)
+    _register_dry_run(commands)
     return commands
+
+
+def _register_learn(commands: Subparsers[argparse.ArgumentParser]) -> None:
+    learn = commands.add_parser(
+        "learn",
+        help="write a candidate release learned from a verified boot (never applied)",
+        description="Learn a release from a device's latest stored evidence (--db, --device) "
+        'or from files (--event-log, --pcrs). PCRS FILE is JSON {"0": "<hex>", ...}, '
+        "the shape 'eventlog replay --json' prints per bank.",
+    )
+    learn.add_argument("--db", help="SQLite file or postgresql:// URL (with --device)")
+    learn.add_argument("--device", help="device id or a unique prefix of it (with --db)")
+    learn.add_argument("--event-log", type=Path, help="binary event log (with --pcrs)")
+    learn.add_argument("--pcrs", type=Path, help="JSON PCR values proven by a quote")
+    learn.add_argument("--bank", default="sha256", choices=sorted(BANKS), help="with --pcrs")
+    learn.add_argument("--name", default="candidate", help="release name (default candidate)")
+    learn.add_argument("--select", help="PCRs to cover, e.g. 0,4,7,8,9 (default: all given)")
+    learn.add_argument(
+        "--quirk", action="append", default=[], choices=sorted(QUIRKS), help="repeatable"
+    )
+    learn.add_argument("--output", type=Path, help="write to this new file instead of stdout")
+    learn.set_defaults(func=cmd_learn)
+
+
+def _register_explain(commands: Subparsers[argparse.ArgumentParser]) -> None:
+    explain_cmd = commands.add_parser(
+        "explain",
+        help="every rule of the device's profile: passed or failed, expected and actual",
+    )
+    explain_cmd.add_argument("device", metavar="DEVICE", help="device id or unique prefix")
+    explain_cmd.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
+    explain_cmd.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, metavar="DIR")
+    explain_cmd.set_defaults(func=cmd_explain)
+
+
+def _register_dry_run(commands: Subparsers[argparse.ArgumentParser]) -> None:
+    dry = commands.add_parser(
+        "dry-run",
+        help="which devices a proposed golden directory would change; changes nothing",
+    )
+    dry.add_argument("directory", type=Path, metavar="DIR", help="the proposed directory")
+    dry.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
+    dry.add_argument(
+        "--golden", type=Path, default=DEFAULT_GOLDEN, metavar="CURRENT_DIR", help="current set"
+    )
+    dry.set_defaults(func=cmd_dry_run)
 
 
 def cmd_lint(ns: argparse.Namespace) -> int:
@@ -71,3 +154,204 @@ def _print_summary(golden: GoldenSet, out: TextIO) -> None:
         f"digest {golden.digest}",
         file=out,
     )
+
+
+# --- learn, explain, dry-run ----------------------------------------------------------------
+
+
+class UsageError(AttestationError):
+    """A command line that cannot be acted on (exit 2)."""
+
+
+def _guarded(name: str, run: Callable[[], int], err: TextIO) -> int:
+    """Run a command; any error becomes one line on ``err`` and exit code 2."""
+    try:
+        return run()
+    except GoldenError as exc:
+        print(f"attest-verifier golden {name}: invalid golden set: {exc}", file=err)
+    except AttestationError as exc:
+        print(f"attest-verifier golden {name}: {type(exc).__name__}: {exc}", file=err)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"attest-verifier golden {name}: {where}{exc.strerror or exc}", file=err)
+    return 2
+
+
+def cmd_learn(ns: argparse.Namespace) -> int:
+    return _guarded("learn", lambda: learn(ns, sys.stdout), sys.stderr)
+
+
+def learn(ns: argparse.Namespace, out: TextIO) -> int:
+    evidence = _learn_evidence(ns)
+    selection = _selection(ns.select) if ns.select else sorted(evidence.pcrs)
+    text = learn_release(
+        evidence.event_log,
+        evidence.pcrs,
+        evidence.bank,
+        ns.name,
+        selection,
+        frozenset(ns.quirk),
+    )
+    if ns.output is None:
+        out.write(text)
+        return 0
+    with ns.output.open("x", encoding="utf-8") as handle:  # never overwrite a golden file
+        handle.write(text)
+    print(
+        f"wrote candidate release {ns.name!r} to {ns.output}; review it, then paste it "
+        "under releases: of a profile and run golden lint",
+        file=out,
+    )
+    return 0
+
+
+def _learn_evidence(ns: argparse.Namespace) -> StoredEvidence:
+    from_store = ns.db is not None or ns.device is not None
+    from_files = ns.event_log is not None or ns.pcrs is not None
+    if from_store == from_files:
+        raise UsageError("give either --db and --device, or --event-log and --pcrs")
+    if from_store:
+        if ns.db is None or ns.device is None:
+            raise UsageError("--db and --device go together")
+        return _with_store(ns.db, lambda store: _latest(store, ns.device))
+    if ns.event_log is None or ns.pcrs is None:
+        raise UsageError("--event-log and --pcrs go together")
+    log = _read_bounded(ns.event_log, DEFAULT_LIMITS.max_event_log_bytes)
+    pcrs = parse_pcrs_json(_read_bounded(ns.pcrs, MAX_PCRS_FILE_BYTES), ns.bank)
+    return StoredEvidence("(files)", 0.0, ns.bank, pcrs, log)
+
+
+def _selection(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--select {text!r}: give PCR indices like 0,4,7,8,9") from None
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise LimitExceeded(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def parse_pcrs_json(data: bytes, bank: str) -> dict[int, bytes]:
+    """``{"0": "<hex>", ...}`` or ``{"<bank>": {"0": "<hex>", ...}, ...}`` -> {index: bytes}."""
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvidence(f"the PCR file is not JSON: {exc}") from None
+    if isinstance(document, dict) and document and all(k in BANKS for k in document):
+        if bank not in document:
+            raise MalformedEvidence(
+                f"the PCR file has no {bank} bank (it has {', '.join(document)})"
+            )
+        document = document[bank]
+    if not isinstance(document, dict) or not document:
+        raise MalformedEvidence('the PCR file must be a JSON object {"0": "<hex>", ...}')
+    pcrs: dict[int, bytes] = {}
+    for key, value in document.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) <= 23):
+            raise MalformedEvidence(f"PCR file: {key!r} is not a PCR index 0-23")
+        if not isinstance(value, str):
+            raise MalformedEvidence(f"PCR file: PCR {key} is not a hex string")
+        try:
+            pcrs[int(key)] = bytes.fromhex(value)
+        except ValueError:
+            raise MalformedEvidence(f"PCR file: PCR {key} is not hex") from None
+    return pcrs
+
+
+def cmd_explain(ns: argparse.Namespace) -> int:
+    return _guarded("explain", lambda: explain_device(ns, sys.stdout), sys.stderr)
+
+
+def explain_device(ns: argparse.Namespace, out: TextIO) -> int:
+    golden = load_golden_dir(ns.golden)
+    evidence = _with_store(ns.db, lambda store: _latest(store, ns.device))
+    print_explanation(explain(evidence, golden, time.time()), golden, out)
+    return 0
+
+
+def print_explanation(found: Explanation, golden: GoldenSet, out: TextIO) -> None:
+    outcome = found.outcome
+    print(f"device   {outcome.device_id}", file=out)
+    print(f"profile  {outcome.profile or '(none)'}  golden {golden.digest}", file=out)
+    print(f"status   {outcome.status.value}  release {outcome.release or '-'}", file=out)
+    for reason in found.log_reasons:
+        print(f"  {reason.severity.value}: {reason.code}: {reason.text}", file=out)
+    if not found.rules:
+        return
+    rows = [("RELEASE", "RULE", "RESULT", "EXPECTED", "ACTUAL")]
+    rows += [
+        (r.release, r.rule, "PASS" if r.passed else "FAIL", r.expected, r.actual)
+        for r in found.rules
+    ]
+    _print_table(rows, out)
+
+
+def cmd_dry_run(ns: argparse.Namespace) -> int:
+    return _guarded("dry-run", lambda: dry_run_dir(ns, sys.stdout), sys.stderr)
+
+
+def dry_run_dir(ns: argparse.Namespace, out: TextIO) -> int:
+    if not ns.directory.is_dir():
+        raise UsageError(f"{ns.directory}: not a readable directory")
+    try:
+        proposed = load_golden_dir(ns.directory)
+    except GoldenError as exc:
+        _print_problems(exc.problems, out)
+        print(
+            "the proposed set is invalid: the verifier would refuse it; nothing evaluated", file=out
+        )
+        return 1
+    current = load_golden_dir(ns.golden)
+    evidences = _with_store(ns.db, lambda store: list(store.all_latest_evidence()))
+    print_dry_run(dry_run(evidences, current, proposed, time.time()), out)
+    return 0
+
+
+def print_dry_run(report: DryRunReport, out: TextIO) -> None:
+    print(f"current  {report.current_digest}", file=out)
+    print(f"proposed {report.proposed_digest}", file=out)
+    print(f"{len(report.devices)} devices with stored evidence", file=out)
+    for line in report.summary():
+        print(line, file=out)
+    for change in report.changes:
+        print(f"  {change.describe()}", file=out)
+
+
+def _with_store(db: str, use: Callable[[Store], T]) -> T:
+    if "://" not in db and not Path(db).is_file():  # opening would create an empty store
+        raise UsageError(f"{db}: no such database file")
+    store = open_store(db)
+    try:
+        return use(store)
+    finally:
+        store.close()
+
+
+def _latest(store: Store, device: str) -> StoredEvidence:
+    device_id = _resolve(store, device)
+    evidence = store.latest_evidence(device_id)
+    if evidence is None:
+        raise UnknownDevice(f"device {device_id} has no stored evidence (it has not attested)")
+    return evidence
+
+
+def _resolve(store: Store, prefix: str) -> str:
+    """An exact device id, or the one device whose id starts with ``prefix``."""
+    if store.get_device(prefix) is not None:
+        return prefix
+    ids = [d.device_id for d in store.list_devices() if d.device_id.startswith(prefix)]
+    if len(ids) != 1:
+        raise UnknownDevice(f"{prefix!r} matches {len(ids)} devices; give more of the device id")
+    return ids[0]
+
+
+def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
