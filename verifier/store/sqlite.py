@@ -211,19 +211,38 @@ class SqliteStore:
         self._closed = False
         self._forget_connections()
         _check_library()
-        conn = self._connect(sqlite_busy_timeout=busy_timeout)
-        try:
-            _enable_wal(conn, self.path)
-            migrate(conn, str(self.path))
-            conn.execute("PRAGMA busy_timeout = 0")  # from now on: _execute retries
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreUnavailable(f"store: cannot open {self.path}: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        self._adopt(conn)
+        self._adopt(self._open_and_migrate())
         _STORES.add(self)
+
+    def _open_and_migrate(self) -> sqlite3.Connection:
+        """Connect, switch to WAL and migrate, retrying while another process does the same.
+
+        SQLite reports SQLITE_BUSY without calling its busy handler in some of the lock
+        upgrades two processes opening one new file at once can meet, so the whole sequence
+        is retried until ``busy_timeout`` runs out.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            conn = self._connect(sqlite_busy_timeout=self._busy_timeout)
+            try:
+                if _try_enable_wal(conn) or time.monotonic() >= deadline:
+                    _enable_wal(conn, self.path)  # raises when WAL is still refused
+                    migrate(conn, str(self.path))
+                    conn.execute("PRAGMA busy_timeout = 0")  # from now on: _execute retries
+                    return conn
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == _SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    conn.close()
+                    raise StoreUnavailable(f"store: cannot open {self.path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreUnavailable(f"store: cannot open {self.path}: {exc}") from exc
+            except BaseException:
+                conn.close()
+                raise
+            conn.close()  # another process holds the lock: try again shortly
+            time.sleep(_LONGEST_PAUSE * random.random())
 
     # -------------------------------------------------------------- connections
 
@@ -539,6 +558,12 @@ def _check_library() -> None:
         raise StoreUnavailable(
             f"store: SQLite {sqlite3.sqlite_version} is too old; the store needs {need} or newer"
         )
+
+
+def _try_enable_wal(conn: sqlite3.Connection) -> bool:
+    """Ask for WAL; False when the mode did not change (another opener holds the lock)."""
+    row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    return bool(row) and str(row[0]).lower() == "wal"
 
 
 def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
