@@ -18,7 +18,7 @@ from agent.flows import channel
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier
-from simulator.profiles import GOOD_A
+from simulator.profiles import GOOD_A, INIT_SH
 from verifier import cli
 
 pytestmark = pytest.mark.swtpm
@@ -118,3 +118,42 @@ def test_verifier_refuses_to_start_with_an_invalid_set(
     assert code == 2
     err = capsys.readouterr().err
     assert f"{PROFILE_FILE}:" in err and "refusing to start" in err
+
+
+def test_explain_over_grpc_names_each_rule_passed_or_failed(fleet: Fleet) -> None:
+    device = fleet.add_device("init-sh", INIT_SH)
+    device.attest(running(fleet).address)
+    reply = operator(fleet).ExplainDevice(pb.ExplainDeviceRequest(device_id=device.device_id))
+    assert reply.profile == "sim-gateway"
+    rules = {(o.release, o.rule): o for o in reply.outcomes}
+    cmdline = rules[("fw-1.0.0", "kernel_cmdline")]
+    assert not cmdline.passed and "init=/bin/sh" in cmdline.actual
+    assert rules[("fw-1.0.0", "boot_chain")].passed
+
+
+def test_dry_run_over_grpc_reports_exactly_the_devices_a_change_would_flip(
+    fleet: Fleet, golden: Path
+) -> None:
+    address = running(fleet).address
+    good = [fleet.add_device(f"good-{i}", GOOD_A) for i in range(2)]
+    bad = fleet.add_device("bad", INIT_SH)
+    for device in (*good, bad):
+        device.attest(address)
+    history = {d.device_id: len(running(fleet).store.verdict_history(d.device_id)) for d in good}
+    proposed = (
+        (golden / PROFILE_FILE)
+        .read_text()
+        .replace("  - name: fw-1.0.0\n", "  - name: fw-1.0.0\n    revoked: true\n", 1)
+    )
+    reply = operator(fleet).DryRunGolden(pb.DryRunGoldenRequest(files={PROFILE_FILE: proposed}))
+    assert reply.devices_evaluated == 3 and not reply.problems
+    assert {c.device_id for c in reply.changes} == {d.device_id for d in good}
+    assert {(c.before, c.after) for c in reply.changes} == {
+        (pb.STATUS_AFFIRMING, pb.STATUS_CONTRAINDICATED)
+    }
+    after = {d.device_id: len(running(fleet).store.verdict_history(d.device_id)) for d in good}
+    assert after == history  # nothing changed
+    broken = operator(fleet).DryRunGolden(
+        pb.DryRunGoldenRequest(files={PROFILE_FILE: proposed.replace("bank:", "bnak:")})
+    )
+    assert broken.problems and not broken.changes

@@ -31,7 +31,9 @@ from verifier.enrollment.identity import device_id_for
 from verifier.enrollment.tpmpublic import TpmPublic, check_ak, check_ek, parse_tpm2b_public
 from verifier.evidence import Evidence
 from verifier.golden.live import LiveGolden
+from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
+from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
@@ -365,6 +367,25 @@ class Verifier:
         verdicts are found by the caller's next poll)."""
         with self._verdict_added:
             self._verdict_added.wait(timeout)
+
+    def explain(self, device_id: str) -> Explanation:
+        """Every rule of every release against the device's latest evidence (operators)."""
+        self._device(device_id)
+        evidence = self.store.latest_evidence(device_id)
+        if evidence is None:
+            raise errors.UnknownDevice(f"device {device_id} has no stored evidence yet")
+        golden = self.golden.current().profile_set
+        return explain(evidence, golden, self.clock(), self.settings.limits)
+
+    def dry_run(self, files: Mapping[str, str]) -> DryRunReport:
+        """A proposed golden set against every device's latest evidence; changes nothing.
+
+        Raises ``GoldenError`` (with every problem) when the proposed set is invalid.
+        """
+        proposed = load_golden_texts(files, self.settings.limits)
+        current = self.golden.current().profile_set
+        evidences = self.store.all_latest_evidence()
+        return dry_run(evidences, current, proposed, self.clock(), self.settings.limits)
 
     def devices(self) -> Sequence[DeviceRecord]:
         return self.store.list_devices()

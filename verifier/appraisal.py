@@ -13,9 +13,9 @@ Order:
    - boot counters and clock against the previous verdict (a resetCount or restartCount that
      goes backwards, a clock that goes backwards within one boot: contraindicated;
      ``safe = 0`` after an unclean power loss: a warning);
-   - the event log, replayed against the quoted PCRs; facts only from PCRs the quote covers
-     and the log reproduces;
-   - the golden profile's releases (``golden.evaluate``).
+   - the event log, replayed against the quoted PCRs (facts only from PCRs the quote covers
+     and the log reproduces), then the golden profile's releases: ``evidence_policy``, the
+     same code the operators' explain, dry run and learn use.
 4. The status is the worst reason's; the verdict expires at the earliest of now + the
    profile's lifetime, the matched release's ``not_after`` and the EK certificate's notAfter.
 """
@@ -25,12 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from verifier import errors
-from verifier.eventlog import BootFacts, appraise_event_log, rules_pcrs
 from verifier.evidence import Evidence
-from verifier.golden.evaluate import evaluate_profile
+from verifier.golden.evidence_policy import evaluate_boot
 from verifier.golden.model import Profile
 from verifier.limits import DEFAULT_LIMITS, Limits
-from verifier.quote import CheckedQuote, ClockInfo, check_quote
+from verifier.quote import ClockInfo, check_quote
 from verifier.store.base import IssuedNonce
 from verifier.verdict import BootEpoch, Reason, Status, Verdict, worst
 
@@ -60,10 +59,9 @@ def appraise(evidence: Evidence, ctx: AppraisalContext, now: float) -> Verdict:
         pcrs=ctx.issued.pcrs,
     )
     reasons = list(counter_reasons(quote.clock_info, ctx.previous))
-    facts, log_reasons = _event_log(evidence, quote, ctx)
-    reasons.extend(log_reasons)
-    outcome = evaluate_profile(ctx.profile, quote.pcrs, facts, now)
-    reasons.extend(outcome.reasons)
+    policy = evaluate_boot(ctx.profile, evidence.event_log, quote.bank, quote.pcrs, now, ctx.limits)
+    reasons.extend(policy.reasons)
+    outcome = policy.outcome
     return Verdict(
         device_id=evidence.device_id,
         status=worst(reasons),
@@ -128,20 +126,6 @@ def counter_reasons(clock: ClockInfo, previous: Verdict | None) -> list[Reason]:
             )
         )
     return reasons
-
-
-def _event_log(
-    evidence: Evidence, quote: CheckedQuote, ctx: AppraisalContext
-) -> tuple[BootFacts | None, tuple[Reason, ...]]:
-    relied: frozenset[int] = frozenset()
-    for release in ctx.profile.releases:
-        relied |= rules_pcrs(release.events)
-    if not evidence.event_log and not relied:
-        return None, ()
-    result = appraise_event_log(
-        evidence.event_log, quote.bank, quote.pcrs, relied, ctx.profile.quirks, ctx.limits
-    )
-    return result.facts, result.reasons
 
 
 def _expiry(ctx: AppraisalContext, release_name: str, now: float) -> float:

@@ -42,7 +42,7 @@ from verifier.errors import AttestationError, LimitExceeded, MalformedEvidence, 
 from verifier.golden.learn import learn_release
 from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
 from verifier.golden.model import BANKS, QUIRKS, GoldenSet
-from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
+from verifier.golden.whatif import DryRunReport, Explanation, RuleOutcome, dry_run, explain
 from verifier.limits import DEFAULT_LIMITS
 from verifier.store import open_store
 from verifier.store.base import Store, StoredEvidence
@@ -284,11 +284,24 @@ def print_explanation(found: Explanation, golden: GoldenSet, out: TextIO) -> Non
     if not found.rules:
         return
     rows = [("RELEASE", "RULE", "RESULT", "EXPECTED", "ACTUAL")]
-    rows += [
-        (r.release, r.rule, "PASS" if r.passed else "FAIL", r.expected, r.actual)
-        for r in found.rules
-    ]
+    for rule in found.rules:
+        rows += _rule_rows(rule)
     _print_table(rows, out)
+
+
+def _rule_rows(rule: RuleOutcome) -> list[tuple[str, str, str, str, str]]:
+    """One row per rule; a list (the boot chain) continues on one row per item."""
+    result = "PASS" if rule.passed else "FAIL"
+    if rule.rule != "boot_chain":
+        return [(rule.release, rule.rule, result, rule.expected, rule.actual)]
+    expected = rule.expected.split(",") if rule.expected else []
+    actual = rule.actual.split(",") if rule.actual else []
+    size = max(len(expected), len(actual), 1)
+    expected += ["(none)"] * (size - len(expected))
+    actual += ["(none)"] * (size - len(actual))
+    rows = [(rule.release, rule.rule, result, expected[0], actual[0])]
+    rows += [("", "", "", e, a) for e, a in zip(expected[1:], actual[1:], strict=True)]
+    return rows
 
 
 def cmd_dry_run(ns: argparse.Namespace) -> int:

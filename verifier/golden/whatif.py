@@ -10,7 +10,8 @@ Evaluating one device's evidence against a set, in order:
    SHA-1 bank needs ``allow_sha1`` (``sha1_not_allowed``): the live verifier would refuse it.
 3. Only the PCRs of the profile's selection are used, as a quote for that profile would
    carry; then ``evidence_policy.evaluate_boot`` (the event log, then the releases), exactly
-   as the live appraisal does.
+   as the live appraisal does. Selected PCRs the stored evidence lacks (a selection that
+   grew since the device last attested) add a WARNING ``evidence_incomplete``.
 The quote itself (signature, nonce, boot counters) was checked when the evidence was
 received; those checks are not repeated here, so an outcome is the policy's view only.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from verifier.eventlog import BootFacts
 from verifier.golden.evaluate import release_reasons, retirement
@@ -85,7 +87,9 @@ def _assess(evidence: StoredEvidence, golden: GoldenSet, now: float, limits: Lim
         return _Assessment(_outcome(evidence, profile.name, "", (refused,)), None, {}, None)
     pcrs = {i: v for i, v in evidence.pcrs.items() if i in profile.pcrs}
     result = evaluate_boot(profile, evidence.event_log, evidence.bank, pcrs, now, limits)
-    outcome = _outcome(evidence, profile.name, result.outcome.release, result.reasons)
+    missing = [i for i in profile.pcrs if i not in pcrs]
+    reasons = result.reasons + ((_incomplete(profile, missing),) if missing else ())
+    outcome = _outcome(evidence, profile.name, result.outcome.release, reasons)
     return _Assessment(outcome, profile, pcrs, result.facts)
 
 
@@ -112,6 +116,19 @@ def _bank_reason(evidence: StoredEvidence, profile: Profile) -> Reason | None:
             rule="allow_sha1",
         )
     return None
+
+
+def _incomplete(profile: Profile, missing: list[int]) -> Reason:
+    shown = ",".join(str(i) for i in missing)
+    return Reason(
+        code="evidence_incomplete",
+        text=f"the stored evidence has no value for PCRs {shown} of profile {profile.name}'s "
+        "selection; the device must attest again before the profile can be fully judged",
+        severity=Status.WARNING,
+        expected=",".join(str(i) for i in profile.pcrs),
+        actual=",".join(str(i) for i in profile.pcrs if i not in missing),
+        rule="pcrs",
+    )
 
 
 def _labels(labels: Mapping[str, str]) -> str:
@@ -168,18 +185,22 @@ def _release_rules(
     ]
     retired = retirement(release, now)
     if release.revoked or release.not_after is not None:
-        expected = "not revoked" if release.revoked else f"before {release.not_after:.0f}"
+        until = f"until {_iso(release.not_after)}" if release.not_after is not None else ""
         rules.append(
             RuleOutcome(
                 release.name,
                 "revoked" if release.revoked else "not_after",
                 retired is None,
-                expected,
-                "revoked" if release.revoked else f"{now:.0f}",
+                "not revoked" if release.revoked else until,
+                "revoked" if release.revoked else f"now {_iso(now)}",
                 retired.text if retired is not None else "",
             )
         )
     return rules
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _judge(

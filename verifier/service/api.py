@@ -17,14 +17,15 @@ from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier import __version__, errors
 from verifier.app import EnrollmentOutcome, Verifier
-from verifier.golden.load import GoldenProblem
-from verifier.service.convert import evidence_from as _evidence_from
+from verifier.golden.load import GoldenError, GoldenProblem
 from verifier.service.convert import (
+    STATUS_TO_PB,
     reason_to_pb,
     refuse_unknown_fields,
     timestamp,
     verdict_to_pb,
 )
+from verifier.service.convert import evidence_from as _evidence_from
 from verifier.service.errors import abort
 
 WATCH_POLL_SECONDS = 1.0  # how often a stream looks for other replicas' verdicts
@@ -240,4 +241,48 @@ class OperatorService(pb_grpc.OperatorServicer):
             applied=result.applied,
             golden_digest=result.digest,
             problems=[problem_to_pb(p) for p in result.problems],
+        )
+
+    @rpc
+    def ExplainDevice(
+        self, request: pb.ExplainDeviceRequest, context: grpc.ServicerContext
+    ) -> pb.ExplainDeviceResponse:
+        refuse_unknown_fields(request)
+        explanation = self.v.explain(request.device_id)
+        return pb.ExplainDeviceResponse(
+            device_id=request.device_id,
+            profile=explanation.outcome.profile,
+            outcomes=[
+                pb.RuleOutcome(
+                    release=rule.release,
+                    rule=rule.rule,
+                    passed=rule.passed,
+                    expected=rule.expected,
+                    actual=rule.actual,
+                    text=rule.text,
+                )
+                for rule in explanation.rules
+            ],
+        )
+
+    @rpc
+    def DryRunGolden(
+        self, request: pb.DryRunGoldenRequest, context: grpc.ServicerContext
+    ) -> pb.DryRunGoldenResponse:
+        refuse_unknown_fields(request)
+        try:
+            report = self.v.dry_run(dict(request.files))
+        except GoldenError as exc:
+            return pb.DryRunGoldenResponse(problems=[problem_to_pb(p) for p in exc.problems])
+        return pb.DryRunGoldenResponse(
+            devices_evaluated=len(report.devices),
+            changes=[
+                pb.StatusChange(
+                    device_id=change.device_id,
+                    before=STATUS_TO_PB[change.before.status],
+                    after=STATUS_TO_PB[change.after.status],
+                    reasons=[reason_to_pb(r) for r in change.after.reasons],
+                )
+                for change in report.changes
+            ],
         )
