@@ -148,6 +148,13 @@ class Fleet:
         self.devices: list[SimDevice] = []
         self.verifier: RunningVerifier | None = None
 
+    @property
+    def live(self) -> RunningVerifier:
+        """The verifier started by ``start_verifier``."""
+        if self.verifier is None:
+            raise RuntimeError("no verifier was started for this fleet")
+        return self.verifier
+
     def start_verifier(self, golden_dir: Path, **options: float) -> RunningVerifier:
         self.verifier = RunningVerifier(
             self.workdir / "verifier",

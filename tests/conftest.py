@@ -5,6 +5,8 @@
 - ``swtpm_factory`` (function): creates swtpm instances under the test's ``tmp_path`` and stops
   every one of them on teardown, also when the test failed.
 - ``swtpm`` (function): one running instance with an RSA EK certificate from ``local_ca``.
+- ``fleet`` (function): ``simulator.fleet.Fleet`` with a verifier on the repository's
+  golden measurements; ``fleet.live`` is the running verifier.
 
 Tests marked ``swtpm`` are skipped, with the reason, only when the ``swtpm`` binary is missing.
 At the end of the session no swtpm process started by the suite may still be alive: survivors
@@ -21,8 +23,10 @@ import pytest
 
 from simulator import swtpm as swtpm_module
 from simulator.ca import LocalCa
+from simulator.fleet import Fleet
 from simulator.swtpm import SwtpmFactory, SwtpmInstance, swtpm_available
 
+GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 SKIP_REASON = "the swtpm binary is not installed (apt-get install swtpm swtpm-tools)"
 _session_dirs: list[Path] = []
 
@@ -63,6 +67,14 @@ def swtpm(swtpm_factory: SwtpmFactory, local_ca: LocalCa) -> SwtpmInstance:
     device = swtpm_factory.create("device")
     device.provision_ek_certificate(local_ca, "rsa")
     return device
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """A local CA, a verifier (the repository's golden measurements) and room for devices."""
+    with Fleet(tmp_path) as fleet:
+        fleet.start_verifier(GOLDEN)
+        yield fleet
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -7,30 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from simulator.fleet import Fleet, RunningVerifier, SimDevice
+from simulator.fleet import Fleet, SimDevice
 from simulator.profiles import GOOD_A, INIT_SH
 from verifier import cli
 
 pytestmark = pytest.mark.swtpm
-GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 ENV = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    with Fleet(tmp_path) as fleet:
-        fleet.start_verifier(GOLDEN)
-        yield fleet
-
-
-def running(fleet: Fleet) -> RunningVerifier:
-    assert fleet.verifier is not None
-    return fleet.verifier
 
 
 def agent_argv(device: SimDevice, address: str, command: str) -> list[str]:
@@ -53,7 +38,7 @@ def agent_argv(device: SimDevice, address: str, command: str) -> list[str]:
 
 
 def test_agent_attest_exits_0_only_for_an_affirming_verdict(fleet: Fleet) -> None:
-    address = running(fleet).address
+    address = fleet.live.address
     good = fleet.add_device("good", GOOD_A)
     bad = fleet.add_device("bad", INIT_SH)
     ok = subprocess.run(
@@ -71,7 +56,7 @@ def test_agent_attest_exits_0_only_for_an_affirming_verdict(fleet: Fleet) -> Non
 def test_agent_run_attests_then_exits_cleanly_on_sigterm(fleet: Fleet) -> None:
     device = fleet.add_device("daemon", GOOD_A)
     process = subprocess.Popen(
-        agent_argv(device, running(fleet).address, "run"),
+        agent_argv(device, fleet.live.address, "run"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -79,8 +64,8 @@ def test_agent_run_attests_then_exits_cleanly_on_sigterm(fleet: Fleet) -> None:
     )
     try:
         deadline = time.monotonic() + 30
-        while not running(fleet).store.list_devices() or not running(fleet).store.latest_verdict(
-            running(fleet).store.list_devices()[0].device_id
+        while not fleet.live.store.list_devices() or not fleet.live.store.latest_verdict(
+            fleet.live.store.list_devices()[0].device_id
         ):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the agent did not attest"
@@ -96,10 +81,10 @@ def test_agent_run_attests_then_exits_cleanly_on_sigterm(fleet: Fleet) -> None:
 def test_operator_sees_devices_and_verdict_reasons(
     fleet: Fleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    address = running(fleet).address
+    address = fleet.live.address
     bad = fleet.add_device("bad", INIT_SH)
     bad.attest(address)
-    db = str(running(fleet).workdir / "verifier.db")
+    db = str(fleet.live.workdir / "verifier.db")
     assert cli.main(["devices", "--db", db]) == 0
     listing = capsys.readouterr().out
     assert bad.device_id[:19] in listing and "contraindicated" in listing

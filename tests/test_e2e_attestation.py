@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,21 +30,9 @@ pytestmark = pytest.mark.swtpm
 GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    with Fleet(tmp_path) as fleet:
-        fleet.start_verifier(GOLDEN)
-        yield fleet
-
-
-def running(fleet: Fleet) -> RunningVerifier:
-    assert fleet.verifier is not None
-    return fleet.verifier
-
-
 def enrolled(fleet: Fleet, name: str) -> SimDevice:
     device = fleet.add_device(name, GOOD_A)
-    device.enroll(running(fleet).address)
+    device.enroll(fleet.live.address)
     return device
 
 
@@ -74,15 +61,15 @@ def refused(address: str, request: pb.AttestRequest) -> grpc.RpcError:
 
 
 def verdict_count(fleet: Fleet, device: SimDevice) -> int:
-    return len(running(fleet).store.verdict_history(device.device_id))
+    return len(fleet.live.store.verdict_history(device.device_id))
 
 
 def test_good_quote_is_affirming_with_lifetime_epoch_and_token(fleet: Fleet) -> None:
     device = enrolled(fleet, "good")
-    verdict = device.attest(running(fleet).address)
+    verdict = device.attest(fleet.live.address)
     assert verdict.status == pb.STATUS_AFFIRMING
     assert verdict.release == "fw-1.0.0" and verdict.profile == "sim-gateway"
-    assert verdict.golden_digest == running(fleet).golden.current().profile_set.digest
+    assert verdict.golden_digest == fleet.live.golden.current().profile_set.digest
     lifetime = verdict.expires_at.seconds - verdict.issued_at.seconds
     assert 3590 <= lifetime <= 3600
     assert verdict.token.count(".") == 2
@@ -92,7 +79,7 @@ def test_pcr_extended_away_from_golden_is_contraindicated_naming_the_pcr(fleet: 
     device = enrolled(fleet, "extended")
     with Tpm.open(device.tpm.tcti) as tpm:
         tpm.extend(7, {"sha256": b"\x66" * 32})  # not in the event log
-    verdict = device.attest(running(fleet).address)
+    verdict = device.attest(fleet.live.address)
     assert verdict.status == pb.STATUS_CONTRAINDICATED
     pcr7 = [r for r in verdict.reasons if r.HasField("pcr") and r.pcr == 7]
     assert pcr7, verdict.reasons
@@ -101,7 +88,7 @@ def test_pcr_extended_away_from_golden_is_contraindicated_naming_the_pcr(fleet: 
 
 def test_same_quote_submitted_twice_is_refused(fleet: Fleet) -> None:
     device = enrolled(fleet, "twice")
-    address = running(fleet).address
+    address = fleet.live.address
     request = challenge_and_evidence(device, address)
     assert send(address, request).status == pb.STATUS_AFFIRMING
     error = refused(address, request)
@@ -113,7 +100,7 @@ def test_same_quote_submitted_twice_is_refused(fleet: Fleet) -> None:
 def test_nonce_issued_to_another_device_is_refused(fleet: Fleet) -> None:
     victim = enrolled(fleet, "victim")
     attacker = enrolled(fleet, "attacker")
-    address = running(fleet).address
+    address = fleet.live.address
     stolen = challenge_and_evidence(attacker, address, challenged=victim)
     stolen.device_id = attacker.device_id  # the attacker's own quote over the victim's nonce
     error = refused(address, stolen)
@@ -124,7 +111,7 @@ def test_nonce_issued_to_another_device_is_refused(fleet: Fleet) -> None:
 def test_quote_by_another_tpm_presented_for_a_device_is_refused(fleet: Fleet) -> None:
     victim = enrolled(fleet, "victim")
     attacker = enrolled(fleet, "attacker")
-    address = running(fleet).address
+    address = fleet.live.address
     forged = challenge_and_evidence(attacker, address, challenged=victim)  # signed by attacker
     error = refused(address, forged)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -134,9 +121,9 @@ def test_quote_by_another_tpm_presented_for_a_device_is_refused(fleet: Fleet) ->
 
 def test_expired_nonce_is_refused(fleet: Fleet) -> None:
     device = enrolled(fleet, "slow")
-    address = running(fleet).address
+    address = fleet.live.address
     request = challenge_and_evidence(device, address)
-    running(fleet).clock.advance(61)  # the nonce TTL is 60 s
+    fleet.live.clock.advance(61)  # the nonce TTL is 60 s
     error = refused(address, request)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert verdict_count(fleet, device) == 0
@@ -144,7 +131,7 @@ def test_expired_nonce_is_refused(fleet: Fleet) -> None:
 
 def test_pcr_23_presented_as_pcr_7_is_refused(fleet: Fleet) -> None:
     device = enrolled(fleet, "relabel")
-    address = running(fleet).address
+    address = fleet.live.address
     request = challenge_and_evidence(device, address)
     with Tpm.open(device.tpm.tcti) as tpm:
         pcr23 = tpm.read_pcrs("sha256", [23])[23]
@@ -158,7 +145,7 @@ def test_pcr_23_presented_as_pcr_7_is_refused(fleet: Fleet) -> None:
 
 def test_pcr_values_that_do_not_hash_to_pcr_digest_are_refused(fleet: Fleet) -> None:
     device = enrolled(fleet, "forged-values")
-    address = running(fleet).address
+    address = fleet.live.address
     request = challenge_and_evidence(device, address)
     request.pcr_values[0].digest = b"\x00" * 32
     assert refused(address, request).code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -166,7 +153,7 @@ def test_pcr_values_that_do_not_hash_to_pcr_digest_are_refused(fleet: Fleet) -> 
 
 def test_pcr_select_different_from_the_one_requested_is_refused(fleet: Fleet) -> None:
     device = enrolled(fleet, "selection")
-    address = running(fleet).address
+    address = fleet.live.address
     with channel(address) as ch:
         challenge = pb_grpc.AgentStub(ch).GetChallenge(
             pb.GetChallengeRequest(device_id=device.device_id)
@@ -189,7 +176,7 @@ def test_pcr_select_different_from_the_one_requested_is_refused(fleet: Fleet) ->
 
 def test_sha1_quote_is_refused_by_default(fleet: Fleet) -> None:
     device = enrolled(fleet, "sha1")
-    address = running(fleet).address
+    address = fleet.live.address
     with channel(address) as ch:
         challenge = pb_grpc.AgentStub(ch).GetChallenge(
             pb.GetChallengeRequest(device_id=device.device_id)
@@ -201,9 +188,9 @@ def test_sha1_quote_is_refused_by_default(fleet: Fleet) -> None:
 
 def test_expired_verdict_is_reported_as_expired_never_trusted(fleet: Fleet) -> None:
     device = enrolled(fleet, "silent")
-    address = running(fleet).address
+    address = fleet.live.address
     assert device.attest(address).status == pb.STATUS_AFFIRMING
-    running(fleet).clock.advance(3601)
+    fleet.live.clock.advance(3601)
     with channel(address) as ch:
         verdict = (
             pb_grpc.RelyingPartyStub(ch)
@@ -221,19 +208,19 @@ def test_expired_verdict_is_reported_as_expired_never_trusted(fleet: Fleet) -> N
 
 def test_tpm_power_cycle_gives_a_new_boot_epoch(fleet: Fleet) -> None:
     device = enrolled(fleet, "reboot")
-    address = running(fleet).address
+    address = fleet.live.address
     before = device.attest(address)
     device.reboot()
     after = device.attest(address)
     assert after.status == pb.STATUS_AFFIRMING
     assert after.boot_epoch.reset_count == before.boot_epoch.reset_count + 1
-    history = running(fleet).store.verdict_history(device.device_id)
+    history = fleet.live.store.verdict_history(device.device_id)
     assert history[0].boot_epoch.reset_count == after.boot_epoch.reset_count
 
 
 def test_unclean_power_loss_gives_a_warning_not_a_lockout(fleet: Fleet) -> None:
     device = enrolled(fleet, "power-cut")
-    address = running(fleet).address
+    address = fleet.live.address
     assert device.attest(address).status == pb.STATUS_AFFIRMING
     device.lose_power()
     verdict = device.attest(address)
@@ -282,7 +269,7 @@ def test_two_verifier_processes_on_one_database_never_accept_one_nonce_twice(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     device = enrolled(fleet, "race")
-    first = running(fleet)
+    first = fleet.live
     db = first.workdir / "verifier.db"
     port_file = tmp_path / "port"
     second = subprocess.Popen(

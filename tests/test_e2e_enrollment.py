@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import secrets
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -29,21 +28,12 @@ pytestmark = pytest.mark.swtpm
 GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    with Fleet(tmp_path) as fleet:
-        fleet.start_verifier(GOLDEN)
-        yield fleet
-
-
 def address(fleet: Fleet) -> str:
-    assert fleet.verifier is not None
-    return fleet.verifier.address
+    return fleet.live.address
 
 
 def stored_devices(fleet: Fleet) -> int:
-    assert fleet.verifier is not None
-    return len(fleet.verifier.store.list_devices())
+    return len(fleet.live.store.list_devices())
 
 
 def refused(call: object) -> grpc.RpcError:
@@ -74,8 +64,7 @@ def test_good_enrollment_stores_the_device_under_its_ek_derived_id(fleet: Fleet)
     device = fleet.add_device("good", GOOD_A)
     device_id = device.enroll(address(fleet))
     assert device_id.startswith("dev-") and len(device_id) == 68
-    assert fleet.verifier is not None
-    record = fleet.verifier.store.get_device(device_id)
+    record = fleet.live.store.get_device(device_id)
     assert record is not None and record.enrollment_count == 1
 
 
@@ -87,8 +76,7 @@ def test_agent_restart_reuses_its_ak_without_reenrolling(fleet: Fleet) -> None:
     second = enroll(device.config(address(fleet)), threading.Event())  # a new agent process
     assert second == first
     assert {p.name: p.read_bytes() for p in (device.workdir / "agent-state").iterdir()} == snapshot
-    assert fleet.verifier is not None
-    record = fleet.verifier.store.get_device(first)
+    record = fleet.live.store.get_device(first)
     assert record is not None and record.enrollment_count == 1
 
 
@@ -97,8 +85,7 @@ def test_reenrolling_the_same_ek_and_ak_is_idempotent_and_counted(fleet: Fleet) 
     first = device.enroll(address(fleet))
     again = enroll(device.config(address(fleet)), threading.Event(), force=True)
     assert again == first
-    assert fleet.verifier is not None
-    record = fleet.verifier.store.get_device(first)
+    record = fleet.live.store.get_device(first)
     assert record is not None and record.enrollment_count == 2
     assert stored_devices(fleet) == 1
 
@@ -225,10 +212,9 @@ def test_new_ak_for_a_known_ek_waits_for_operator_approval(fleet: Fleet) -> None
     error = refused(lambda: device.enroll(address(fleet)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "approve" in str(error.details())
-    assert fleet.verifier is not None
-    record = fleet.verifier.store.get_device(device_id)
+    record = fleet.live.store.get_device(device_id)
     assert record is not None and record.pending_ak_name
-    fleet.verifier.verifier.approve_ak(device_id, record.pending_ak_name.hex())
+    fleet.live.verifier.approve_ak(device_id, record.pending_ak_name.hex())
     assert device.enroll(address(fleet)) == device_id
     assert device.attest(address(fleet)).status == pb.STATUS_AFFIRMING
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,36 +17,23 @@ import pytest
 from agent.flows import channel
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
-from simulator.fleet import Fleet, RunningVerifier, SimDevice
+from simulator.fleet import Fleet, SimDevice
 from simulator.profiles import GOOD_A, GOOD_B, INIT_SH
 from verifier import cli
 from verifier.token import KeyRing, PinnedKeys, TokenClaimMismatch, verify_token
 
 pytestmark = pytest.mark.swtpm
-GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    with Fleet(tmp_path) as fleet:
-        fleet.start_verifier(GOLDEN)
-        yield fleet
-
-
-def running(fleet: Fleet) -> RunningVerifier:
-    assert fleet.verifier is not None
-    return fleet.verifier
 
 
 def attested(fleet: Fleet, name: str, firmware: object = GOOD_A) -> SimDevice:
     device = fleet.add_device(name, firmware)  # type: ignore[arg-type]
-    device.attest(running(fleet).address)
+    device.attest(fleet.live.address)
     return device
 
 
 def export_jwks(fleet: Fleet, tmp_path: Path) -> Path:
     path = tmp_path / "jwks.json"
-    keys = running(fleet).workdir / "keys"
+    keys = fleet.live.workdir / "keys"
     assert cli.main(["keys", "export-jwks", "--keys", str(keys), str(path)]) == 0
     return path
 
@@ -61,7 +47,7 @@ def check(fleet: Fleet, device: SimDevice, jwks: Path, max_age: str = "10m") -> 
             "--max-age",
             max_age,
             "--verifier",
-            running(fleet).address,
+            fleet.live.address,
             "--jwks",
             str(jwks),
         ]
@@ -97,11 +83,11 @@ def test_token_echoes_the_relying_party_nonce_and_names_the_device(
 ) -> None:
     good = attested(fleet, "good")
     other = attested(fleet, "other")
-    with channel(running(fleet).address) as ch:
+    with channel(fleet.live.address) as ch:
         stub = pb_grpc.RelyingPartyStub(ch)
         reply = stub.GetVerdict(pb.GetVerdictRequest(device_id=good.device_id, nonce=b"n" * 16))
         keys = PinnedKeys.from_jwks(json.loads(stub.GetJwks(pb.GetJwksRequest()).jwks_json))
-    now = running(fleet).clock()
+    now = fleet.live.clock()
     claims = verify_token(
         reply.verdict.token,
         keys,
@@ -124,7 +110,7 @@ def test_token_echoes_the_relying_party_nonce_and_names_the_device(
 
 
 def rollout(fleet: Fleet, device: SimDevice, target: str, max_age: int = 600) -> set[str]:
-    with channel(running(fleet).address) as ch:
+    with channel(fleet.live.address) as ch:
         reply = pb_grpc.RelyingPartyStub(ch).CheckRollout(
             pb.CheckRolloutRequest(
                 device_id=device.device_id, target_release=target, max_age_seconds=max_age
@@ -147,13 +133,13 @@ def test_rollout_is_allowed_only_along_the_upgrade_path_for_clean_devices(fleet:
 def test_rollout_after_a_reboot_uses_the_new_boot_verdict(fleet: Fleet) -> None:
     device = attested(fleet, "rebooted")
     device.reboot(INIT_SH)  # the previous boot's affirming verdict must not carry over
-    device.attest(running(fleet).address)
+    device.attest(fleet.live.address)
     assert "not_affirming" in rollout(fleet, device, "fw-1.1.0")
 
 
 def test_verdict_stream_reconnects_without_losing_a_change(fleet: Fleet) -> None:
     device = attested(fleet, "watched")
-    address = running(fleet).address
+    address = fleet.live.address
     seen: queue.Queue[pb.Verdict] = queue.Queue()
 
     def watch(after: int, count: int) -> None:
