@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -17,12 +18,13 @@ import pytest
 from agent.flows import channel
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
-from simulator.fleet import Fleet, SimDevice
+from simulator.fleet import Fleet, RunningVerifier, SimDevice
 from simulator.profiles import GOOD_A, GOOD_B, INIT_SH
 from verifier import cli
 from verifier.token import KeyRing, PinnedKeys, TokenClaimMismatch, verify_token
 
 pytestmark = pytest.mark.swtpm
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden_measurements"
 
 
 def attested(fleet: Fleet, name: str, firmware: object = GOOD_A) -> SimDevice:
@@ -174,3 +176,20 @@ def test_verdict_stream_reconnects_without_losing_a_change(fleet: Fleet) -> None
     live = seen.get(timeout=10)
     assert live.sequence > missed[1].sequence and live.status == pb.STATUS_AFFIRMING
     second.join(timeout=10)
+
+
+def test_verdict_streams_cannot_take_every_server_thread(fleet: Fleet, tmp_path: Path) -> None:
+    small = RunningVerifier(tmp_path / "small", fleet.trust_dir, GOLDEN_DIR, workers=2)
+    try:
+        with grpc.insecure_channel(small.address) as ch:
+            stub = pb_grpc.RelyingPartyStub(ch)
+            first = stub.WatchVerdicts(pb.WatchVerdictsRequest())
+            time.sleep(0.3)  # the first stream now holds its thread
+            with pytest.raises(grpc.RpcError) as info:
+                next(iter(stub.WatchVerdicts(pb.WatchVerdictsRequest())))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            device = fleet.add_device("served", GOOD_A)  # agents are still served
+            assert device.attest(small.address).status == pb.STATUS_AFFIRMING
+            first.cancel()  # type: ignore[no-untyped-call]
+    finally:
+        small.close()

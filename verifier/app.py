@@ -30,6 +30,7 @@ from verifier.enrollment.ekchain import Allowlist, TrustStore, validate_ek_certi
 from verifier.enrollment.identity import device_id_for
 from verifier.enrollment.tpmpublic import TpmPublic, check_ak, check_ek, parse_tpm2b_public
 from verifier.evidence import Evidence
+from verifier.golden.evidence_policy import LogAppraisalCache
 from verifier.golden.live import LiveGolden
 from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
@@ -119,6 +120,7 @@ class Verifier:
         self._ak_cache: dict[str, EnrolledAk] = {}
         self._ak_lock = threading.Lock()
         self._verdict_added = threading.Condition()
+        self._log_cache = LogAppraisalCache()
 
     # ------------------------------------------------------------ enrollment
 
@@ -256,6 +258,7 @@ class Verifier:
             previous=self.store.latest_verdict(device.device_id),
             ek_not_after=device.ek_not_after,
             limits=self.settings.limits,
+            log_cache=self._log_cache,
         )
         verdict = appraise(evidence, ctx, now)
         stored = self.store.add_verdict(verdict)

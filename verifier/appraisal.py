@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from verifier import errors
 from verifier.evidence import Evidence
-from verifier.golden.evidence_policy import evaluate_boot
+from verifier.golden.evidence_policy import LogAppraisalCache, evaluate_boot
 from verifier.golden.model import Profile
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.quote import ClockInfo, check_quote
@@ -44,6 +44,7 @@ class AppraisalContext:
     previous: Verdict | None  # the device's latest verdict, for counter checks
     ek_not_after: float | None
     limits: Limits = DEFAULT_LIMITS
+    log_cache: LogAppraisalCache | None = None  # memo of the pure log appraisal
 
 
 def appraise(evidence: Evidence, ctx: AppraisalContext, now: float) -> Verdict:
@@ -59,7 +60,9 @@ def appraise(evidence: Evidence, ctx: AppraisalContext, now: float) -> Verdict:
         pcrs=ctx.issued.pcrs,
     )
     reasons = list(counter_reasons(quote.clock_info, ctx.previous))
-    policy = evaluate_boot(ctx.profile, evidence.event_log, quote.bank, quote.pcrs, now, ctx.limits)
+    policy = evaluate_boot(
+        ctx.profile, evidence.event_log, quote.bank, quote.pcrs, now, ctx.limits, ctx.log_cache
+    )
     reasons.extend(policy.reasons)
     outcome = policy.outcome
     return Verdict(

@@ -14,31 +14,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from verifier import __version__, errors
-from verifier.app import Verifier, VerifierSettings, open_trust
-from verifier.enrollment.ekchain import TrustConfigError
 from verifier.eventlog import cli as eventlog_cli
 from verifier.golden import cli as golden_cli
-from verifier.golden.live import LiveGolden
-from verifier.golden.load import GoldenError
-from verifier.service.server import build_server
+from verifier.serve import serve_command
 from verifier.store import open_store
-from verifier.token import KeyRing
 from verifier.token import cli as token_cli
 from verifier.verdict import Freshness, Verdict
 
 log = logging.getLogger("attest-verifier")
 
-PURGE_INTERVAL = 30.0  # seconds between purges of expired nonces and challenges
 DEFAULT_GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 
 
@@ -77,9 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--issuer", default="fleet-attest", help="the tokens' iss claim")
     serve.add_argument("--nonce-ttl", type=float, default=60.0, help="seconds (default 60)")
-    serve.add_argument("--workers", type=int, default=8, help="RPC threads (default 8)")
+    serve.add_argument("--workers", type=int, default=4, help="RPC threads per process (default 4)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port with SO_REUSEPORT (default 1; one per core)",
+    )
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=serve_command)
 
     devices = sub.add_parser("devices", help="list enrolled devices and their latest verdicts")
     devices.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
@@ -104,64 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     eventlog_cli.register(sub)
     golden_cli.register(sub)
     return parser
-
-
-def cmd_serve(ns: argparse.Namespace) -> int:
-    try:
-        trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
-    except (TrustConfigError, OSError) as exc:
-        print(f"attest-verifier: {exc}", file=sys.stderr)
-        return 2
-    store = open_store(ns.db)
-    try:
-        golden = LiveGolden.start(ns.golden, store, time.time)
-    except GoldenError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print("attest-verifier: refusing to start without a valid golden set", file=sys.stderr)
-        store.close()
-        return 2
-    keyring = KeyRing.open(_keys_dir(ns), time.time())
-    settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
-    verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
-    server, port = build_server(verifier, ns.listen, workers=ns.workers)
-    stop = threading.Event()
-    reload_requested = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        (reload_requested if signum == signal.SIGHUP else stop).set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    server.start()
-    golden.watch(stop)
-    if ns.port_file:
-        ns.port_file.write_text(f"{port}\n")
-    log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
-    next_purge = time.monotonic() + PURGE_INTERVAL
-    while not stop.wait(1.0):
-        if reload_requested.is_set():
-            reload_requested.clear()
-            log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
-            golden.reload()
-        if time.monotonic() >= next_purge:
-            next_purge = time.monotonic() + PURGE_INTERVAL
-            store.purge_expired(time.time())
-            keyring.reload(time.time())  # another replica may have rotated the key
-    log.info("shutting down")
-    server.stop(grace=5).wait()
-    store.close()
-    return 0
-
-
-def _keys_dir(ns: argparse.Namespace) -> Path:
-    """--keys, or beside a SQLite database; a PostgreSQL verifier must say where."""
-    if ns.keys is not None:
-        return Path(ns.keys)
-    if "://" in ns.db:
-        raise errors.PolicyViolation("--keys DIR is required with a PostgreSQL --db")
-    db = Path(ns.db)
-    return db.with_name(db.name + ".keys")
 
 
 def cmd_devices(ns: argparse.Namespace) -> int:

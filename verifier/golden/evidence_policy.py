@@ -14,6 +14,9 @@ The reasons are the log's, then the releases'; the status is the worst of them.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -58,6 +61,55 @@ def appraise_profile_log(
     return appraise_event_log(event_log, bank, pcrs, relied_pcrs(profile), profile.quirks, limits)
 
 
+class LogAppraisalCache:
+    """A bounded memo of ``appraise_profile_log``, keyed by everything its result depends on.
+
+    Devices attest the same boot again and again (every period, and a fleet boots the same
+    firmware), so the same log against the same proven PCRs is appraised many times. The key
+    is the SHA-256 of the log, the bank, the proven PCR values, the relied PCRs, the quirks
+    and the limits: a hit returns exactly what the pure function would (its results are
+    frozen). The releases are always evaluated afresh (they depend on ``now``).
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[object, ...], LogAppraisal] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def appraise(
+        self,
+        profile: Profile,
+        event_log: bytes,
+        bank: str,
+        pcrs: Mapping[int, bytes],
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> LogAppraisal:
+        relied = relied_pcrs(profile)
+        key = (
+            hashlib.sha256(event_log).digest(),
+            bank,
+            tuple(sorted(pcrs.items())),
+            relied,
+            profile.quirks,
+            limits,
+        )
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+        result = appraise_event_log(event_log, bank, pcrs, relied, profile.quirks, limits)
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = result
+            if len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return result
+
+
 def evaluate_boot(
     profile: Profile,
     event_log: bytes,
@@ -65,8 +117,12 @@ def evaluate_boot(
     pcrs: Mapping[int, bytes],
     now: float,
     limits: Limits = DEFAULT_LIMITS,
+    cache: LogAppraisalCache | None = None,
 ) -> BootPolicyResult:
     """Steps 1-3 above: the log, then every release of ``profile``."""
-    log = appraise_profile_log(profile, event_log, bank, pcrs, limits)
+    if cache is not None:
+        log = cache.appraise(profile, event_log, bank, pcrs, limits)
+    else:
+        log = appraise_profile_log(profile, event_log, bank, pcrs, limits)
     outcome = evaluate_profile(profile, pcrs, log.facts, now)
     return BootPolicyResult(log.facts, log.reasons, outcome)

@@ -1,7 +1,10 @@
 """The gRPC server: a sync server with a small thread pool (cheaper in CPU than grpc.aio).
 
 Load shedding: at most ``max_concurrent_rpcs`` requests are in flight; the rest get
-RESOURCE_EXHAUSTED at once, and agents back off with jitter. Message size is capped by
+RESOURCE_EXHAUSTED at once, and agents back off with jitter. Few threads per process
+(``workers``, default 4) cost less CPU than many (they contend for the GIL: measured with
+bench/bench_load.py); run one process per core (``--processes``) to use more cores. Verdict
+streams hold a thread each and are capped at half the threads. Message size is capped by
 ``Limits.max_message_bytes`` before anything is parsed.
 """
 
@@ -20,7 +23,7 @@ def build_server(
     verifier: Verifier,
     listen: str,
     *,
-    workers: int = 8,
+    workers: int = 4,
     max_concurrent_rpcs: int = 256,
     reuse_port: bool = False,
 ) -> tuple[grpc.Server, int]:
@@ -37,7 +40,9 @@ def build_server(
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
     pb_grpc.add_AgentServicer_to_server(AgentService(verifier), server)
-    pb_grpc.add_RelyingPartyServicer_to_server(RelyingPartyService(verifier), server)
+    pb_grpc.add_RelyingPartyServicer_to_server(
+        RelyingPartyService(verifier, max_watchers=max(1, workers // 2)), server
+    )
     pb_grpc.add_OperatorServicer_to_server(OperatorService(verifier), server)
     port = server.add_insecure_port(listen)
     if port == 0:

@@ -1,0 +1,135 @@
+"""``attest-verifier serve``: the verifier process (or processes) and its lifecycle.
+
+Start-up refuses, with a clear message and exit 2, an unreadable trust directory or allowlist
+and an invalid golden set: the verifier never runs without a valid policy. While serving:
+SIGHUP (or a file change) reloads the golden set, keeping the last valid one when the edit is
+broken; expired nonces and challenges are purged and the signing key ring re-read every
+``PURGE_INTERVAL`` seconds; SIGTERM or SIGINT stops the server gracefully.
+
+``--processes N`` forks N servers before any gRPC state exists, each binding the same port
+with SO_REUSEPORT (the kernel spreads connections): the way past the GIL, one per core. They
+share the store, so a nonce issued by one is consumed exactly once by any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from verifier import __version__, errors
+from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.enrollment.ekchain import TrustConfigError
+from verifier.golden.live import LiveGolden
+from verifier.golden.load import GoldenError
+from verifier.service.server import build_server
+from verifier.store import open_store
+from verifier.token import KeyRing
+
+log = logging.getLogger("attest-verifier")
+
+PURGE_INTERVAL = 30.0  # seconds between purges of expired nonces and challenges
+
+
+def serve_command(ns: argparse.Namespace) -> int:
+    if ns.processes < 1:
+        print("attest-verifier: --processes must be at least 1", file=sys.stderr)
+        return 2
+    if ns.processes == 1:
+        return serve_one(ns, reuse_port=False)
+    if ns.listen.rpartition(":")[2] in ("", "0"):
+        print("attest-verifier: --processes needs a fixed port in --listen", file=sys.stderr)
+        return 2
+    return _serve_workers(ns)
+
+
+def _serve_workers(ns: argparse.Namespace) -> int:
+    children: list[int] = []
+    for _ in range(ns.processes):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own gRPC server, store connections and signal handlers
+            code = 1
+            try:
+                code = serve_one(ns, reuse_port=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    log.info("%d verifier processes started: %s", len(children), children)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
+    return worst
+
+
+def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
+    try:
+        trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
+    except (TrustConfigError, OSError) as exc:
+        print(f"attest-verifier: {exc}", file=sys.stderr)
+        return 2
+    store = open_store(ns.db)
+    try:
+        golden = LiveGolden.start(ns.golden, store, time.time)
+    except GoldenError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("attest-verifier: refusing to start without a valid golden set", file=sys.stderr)
+        store.close()
+        return 2
+    keyring = KeyRing.open(_keys_dir(ns), time.time())
+    settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
+    verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
+    server, port = build_server(verifier, ns.listen, workers=ns.workers, reuse_port=reuse_port)
+    stop = threading.Event()
+    reload_requested = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        (reload_requested if signum == signal.SIGHUP else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    server.start()
+    golden.watch(stop)
+    if ns.port_file:
+        ns.port_file.write_text(f"{port}\n")
+    log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
+    next_purge = time.monotonic() + PURGE_INTERVAL
+    while not stop.wait(1.0):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
+            golden.reload()
+        if time.monotonic() >= next_purge:
+            next_purge = time.monotonic() + PURGE_INTERVAL
+            store.purge_expired(time.time())
+            keyring.reload(time.time())  # another replica may have rotated the key
+    log.info("shutting down")
+    server.stop(grace=5).wait()
+    store.close()
+    return 0
+
+
+def _keys_dir(ns: argparse.Namespace) -> Path:
+    """--keys, or beside a SQLite database; a PostgreSQL verifier must say where."""
+    if ns.keys is not None:
+        return Path(ns.keys)
+    if "://" in ns.db:
+        raise errors.PolicyViolation("--keys DIR is required with a PostgreSQL --db")
+    db = Path(ns.db)
+    return db.with_name(db.name + ".keys")
