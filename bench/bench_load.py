@@ -154,7 +154,8 @@ def main() -> None:
                 sys.executable, "-m", "verifier.cli", "--log-level", "warning", "serve",
                 "--listen", f"127.0.0.1:{port}", "--db", str(db),
                 "--golden", str(ROOT / "golden_measurements"),
-                "--processes", str(ns.processes), "--workers", str(ns.workers), "--port-file", str(Path(tmp) / "port"),
+                "--processes", str(ns.processes), "--workers", str(ns.workers),
+                "--port-file", str(Path(tmp) / "port"),
             ],
             env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
         )  # fmt: skip
