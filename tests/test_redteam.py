@@ -147,6 +147,15 @@ def _cmdline_hide_and_append_pcr8(events: list[LogEvent]) -> Profile:
     return _cmdline_append_pcr8(events)
 
 
+def _cmdline_rekind_and_append_pcr8(events: list[LogEvent]) -> Profile:
+    # GRUB's "<kind>: " prefix is not measured: the booted cmdline stays digest-bound as a
+    # grub_cmd, so "every PCR 8 event verified, one kernel_cmdline" alone would not stop this.
+    booted = index_of(events, 8, EventType.EV_IPL, b"kernel_cmdline: ")
+    text = events[booted].data.removeprefix(b"kernel_cmdline: ")
+    events[booted] = replace(events[booted], data=b"grub_cmd: " + text)
+    return _cmdline_append_pcr8(events)
+
+
 def _cmdline_append_pcr12(events: list[LogEvent]) -> Profile:
     # A GRUB device whose profile also quotes PCR 12 (systemd-boot's): PCR 12 is empty, so the
     # attacker's event is its only one; events of different PCRs may be interleaved freely.
@@ -164,7 +173,13 @@ def _cmdline_append_pcr12(events: list[LogEvent]) -> Profile:
     "the booted one (facts._Extractor.grub_string/systemd_cmdline)",
 )
 @pytest.mark.parametrize(
-    "attack", [_cmdline_append_pcr8, _cmdline_hide_and_append_pcr8, _cmdline_append_pcr12]
+    "attack",
+    [
+        _cmdline_append_pcr8,
+        _cmdline_hide_and_append_pcr8,
+        _cmdline_rekind_and_append_pcr8,
+        _cmdline_append_pcr12,
+    ],
 )
 def test_kernel_cmdline_reextended_after_an_init_sh_boot_is_rejected(
     ak: SoftAk, attack: object

@@ -42,6 +42,9 @@ class BootPolicyResult:
         return worst(self.reasons)
 
 
+NO_LOG = LogAppraisal(None, ())
+
+
 def relied_pcrs(profile: Profile) -> frozenset[int]:
     """Every PCR some release's event rules rely on (each must be quoted and have events)."""
     relied: frozenset[int] = frozenset()
@@ -57,8 +60,14 @@ def appraise_profile_log(
     pcrs: Mapping[int, bytes],
     limits: Limits = DEFAULT_LIMITS,
 ) -> LogAppraisal:
-    """The event log against the proven ``pcrs``, as the profile relies on it."""
-    return appraise_event_log(event_log, bank, pcrs, relied_pcrs(profile), profile.quirks, limits)
+    """The event log against the proven ``pcrs``, as the profile relies on it.
+
+    No log and no rule that needs one: nothing to appraise (PCR values alone decide).
+    """
+    relied = relied_pcrs(profile)
+    if not event_log and not relied:
+        return NO_LOG
+    return appraise_event_log(event_log, bank, pcrs, relied, profile.quirks, limits)
 
 
 class LogAppraisalCache:
@@ -87,6 +96,8 @@ class LogAppraisalCache:
         limits: Limits = DEFAULT_LIMITS,
     ) -> LogAppraisal:
         relied = relied_pcrs(profile)
+        if not event_log and not relied:
+            return NO_LOG
         key = (
             hashlib.sha256(event_log).digest(),
             bank,
