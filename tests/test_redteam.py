@@ -68,14 +68,11 @@ def events_of(firmware: FirmwareProfile) -> list[LogEvent]:
     return list(boot_events(firmware, BANKS))
 
 
-def appraise_log(
-    ak: SoftAk, events: list[LogEvent], profile: Profile = PROFILE, **quote: object
-) -> Verdict:
+def appraise_log(ak: SoftAk, events: list[LogEvent], profile: Profile = PROFILE) -> Verdict:
     """What the verifier says about ``events`` quoted by a genuine TPM (PCRs = their replay)."""
     replayed = replay(events, BANKS)["sha256"]
     values = {i: replayed.get(i, bytes(32)) for i in profile.pcrs}
-    fields = QuoteFields(NONCE, "sha256", values, **quote)  # type: ignore[arg-type]
-    attest, signature = ak.quote(fields)
+    attest, signature = ak.quote(QuoteFields(NONCE, "sha256", values))
     return appraise_quote(ak, attest, signature, values, encode_log(events, BANKS), profile)
 
 

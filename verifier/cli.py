@@ -1,13 +1,16 @@
 """``attest-verifier``: run the verifier and operate it.
 
-    attest-verifier serve --listen 127.0.0.1:50051 --db verifier.db --ek-ca DIR [--golden DIR]
-    attest-verifier devices --db verifier.db
-    attest-verifier verdict show DEVICE --db verifier.db
-    attest-verifier approve-ak DEVICE AK_NAME --db verifier.db
+    attest-verifier serve --listen HOST:PORT --db DB --ek-ca DIR [--golden DIR] [--processes N]
+    attest-verifier devices --db DB
+    attest-verifier verdict show DEVICE --db DB [--history N]
+    attest-verifier verdict check DEVICE --max-age 10m (--verifier HOST:PORT [--jwks FILE] | --db DB)
+    attest-verifier approve-ak DEVICE AK_NAME --db DB
+    attest-verifier keys export-jwks --keys DIR FILE | keys rotate --keys DIR [--overlap 2h]
     attest-verifier eventlog {show,replay,facts} FILE
-    attest-verifier golden lint DIR
+    attest-verifier golden {lint,learn,explain,dry-run} ...
 
-Exit codes: 0 success, 1 a check failed (e.g. lint problems), 2 bad input or usage.
+DB is a SQLite file or a postgresql:// URL. DEVICE may be a unique prefix of a device id.
+Exit codes: 0 success, 1 a check failed (lint problems, an untrusted verdict), 2 bad input.
 """
 
 from __future__ import annotations
