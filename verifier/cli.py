@@ -3,7 +3,7 @@
     attest-verifier serve --listen HOST:PORT --db DB --ek-ca DIR [--golden DIR] [--processes N]
     attest-verifier devices --db DB
     attest-verifier verdict show DEVICE --db DB [--history N]
-    attest-verifier verdict check DEVICE --max-age 10m (--verifier HOST:PORT [--jwks FILE] | --db DB)
+    attest-verifier verdict check DEVICE --max-age 10m (--verifier ADDR [--jwks FILE] | --db DB)
     attest-verifier approve-ak DEVICE AK_NAME --db DB
     attest-verifier keys export-jwks --keys DIR FILE | keys rotate --keys DIR [--overlap 2h]
     attest-verifier eventlog {show,replay,facts} FILE
