@@ -252,3 +252,13 @@ def test_request_with_unknown_fields_is_refused(fleet: Fleet) -> None:
         error = refused(lambda: call(raw))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert stored_devices(fleet) == 0
+
+
+def test_reenrolling_with_other_labels_cannot_switch_the_golden_profile(fleet: Fleet) -> None:
+    device = fleet.add_device("relabel", GOOD_A)
+    device_id = device.enroll(address(fleet))
+    device.labels = {"model": "a-more-lenient-model"}
+    assert enroll(device.config(address(fleet)), threading.Event(), force=True) == device_id
+    record = fleet.live.store.get_device(device_id)
+    assert record is not None and record.labels == {"model": "sim-gateway"}
+    assert record.enrollment_count == 2

@@ -6,8 +6,11 @@ TPM may extend PCRs 0-15 from locality 0, and the event log the agent sends is w
 writes. So an attacker can append real measurements to any PCR after boot and rewrite any log
 label or data that no digest binds. The quote, the nonce and the AK are genuine.
 
-Tests marked ``xfail(strict=True)`` are open findings: each fails against the current code and
-passes (turning the xfail into an error) once fixed. The others pin attacks that are refused.
+Each test pins an attack that is refused. The first three families were open findings of a
+red-team review (an appended kernel command line, S-CRTM version or Secure Boot variable
+replacing a relabelled real one); ``verifier.eventlog.facts`` now refuses them (every
+command-line source must agree; nothing but authorities after PCR 7's separator, nothing
+after PCR 0's).
 Evidence comes from the simulator's firmware (real crypto-agile logs), the policy from the
 repository's ``golden_measurements/``, the quote from a software AK.
 """
@@ -164,11 +167,6 @@ def _cmdline_append_pcr12(events: list[LogEvent]) -> Profile:
     return profile
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redteam: the last verified kernel cmdline wins; one re-extended after boot hides "
-    "the booted one (facts._Extractor.grub_string/systemd_cmdline)",
-)
 @pytest.mark.parametrize(
     "attack",
     [
@@ -187,11 +185,6 @@ def test_kernel_cmdline_reextended_after_an_init_sh_boot_is_rejected(
     assert verdict.status is Status.CONTRAINDICATED, verdict.reasons
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redteam: the real S-CRTM version relabelled EV_POST_CODE is silently ignored and a "
-    "version re-extended into PCR 0 after the separator is taken (firmware rollback)",
-)
 def test_scrtm_version_relabelled_and_reextended_is_rejected(ak: SoftAk) -> None:
     events = events_of(OLD_FIRMWARE_NEW_OS)
     relabel(events, index_of(events, 0, EventType.EV_S_CRTM_VERSION, b""), EventType.EV_POST_CODE)
@@ -203,11 +196,6 @@ def test_scrtm_version_relabelled_and_reextended_is_rejected(ak: SoftAk) -> None
 STALE_DBX = replace(GOOD_A, secure_boot=replace(GOOD_A.secure_boot, dbx=DEFAULT_DBX[:1]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redteam: a PCR 7 variable relabelled SPDM/AUTHORITY is silently dropped and one "
-    "re-extended after PCR 7's separator becomes the Secure Boot fact",
-)
 @pytest.mark.parametrize(
     ("firmware", "name", "value", "label"),
     [

@@ -185,7 +185,16 @@ class Verifier:
             log.info("device %s enrolled", challenge.device_id)
             return EnrollmentResult(challenge.device_id, EnrollmentOutcome.ENROLLED, 1)
         if device.ak_name == challenge.ak_name:
-            count = self.store.bump_enrollment(challenge.device_id, challenge.labels)
+            if challenge.labels != device.labels:
+                # Labels select the golden profile: a device may not pick another one by
+                # re-enrolling. The labels of the first enrollment stay.
+                log.warning(
+                    "device %s re-enrolled with labels %s; keeping its enrolled labels %s",
+                    challenge.device_id,
+                    challenge.labels,
+                    device.labels,
+                )
+            count = self.store.bump_enrollment(challenge.device_id, device.labels)
             log.info("device %s re-enrolled (%d times)", challenge.device_id, count)
             return EnrollmentResult(challenge.device_id, EnrollmentOutcome.REENROLLED, count)
         self.store.set_pending_ak(challenge.device_id, challenge.ak_public, challenge.ak_name)

@@ -21,9 +21,19 @@ Event types are labels the log writer chose, so:
   ``unexpected_event_type`` problems; a type the spec does not define at all in PCRs 0-7 is
   an ``unknown_event_type`` problem (appraisal invariant 8: fail closed).
 
-The kernel command line is the last verified one: GRUB's ``kernel_cmdline: `` string in PCR 8
-(as GRUB measures it, starting with the kernel path, e.g. ``(hd0,gpt2)/vmlinuz-6.1 root=...``)
-or systemd-boot's UTF-16 load options in PCR 12; surrounding blanks are stripped.
+The kernel command line comes from every verified source and they must agree: the arguments
+of GRUB's ``linux`` command (recognised by its text, not by the unmeasured ``grub_cmd: ``
+prefix), GRUB's ``kernel_cmdline: `` string (both start with the kernel path, e.g.
+``(hd0,gpt2)/vmlinuz-6.1 root=...``) and systemd-boot's UTF-16 load options (PCR 12, or PCR 8
+for systemd-boot before v251); surrounding blanks are stripped. Two different command lines
+(a second kernel, or a string appended after boot) are ``conflicting_kernel_cmdlines`` and no
+fact; a PCR 8 event that is none of these is ``unrecognised_event``: PCR 8 has no separator,
+so nothing there may go unexplained.
+
+In PCRs 0 and 7, where the firmware and Secure Boot facts come from, a measurement after the
+PCR's separator other than a PCR 7 authority is ``event_after_separator``: the firmware had
+handed over by then, so it was added later (a relabelled real event replaced by an appended
+one is the attack this stops).
 
 UEFI variable digests cover the whole UEFI_VARIABLE_DATA, which binds the name to the data;
 EV_EFI_VARIABLE_BOOT (by the spec) and, with the ``variable_digest_data_only`` quirk, PCR 7
@@ -83,6 +93,7 @@ GRUB_KINDS = frozenset({b"grub_cmd", b"kernel_cmdline", b"module_cmdline"})
 
 CHAIN_TYPES = frozenset({EV_EFI_BOOT_SERVICES_APPLICATION, EV_IPL})  # EV_IPL: legacy BIOS boot
 ACTION_TYPES = frozenset({EV_EFI_ACTION, EV_ACTION})
+ANY_TYPE = frozenset(EVENT_TYPE_NAMES)
 FIRMWARE_PCRS_END = 7  # PCRs 0-7 are the firmware's: an undefined event type there fails closed
 ALLOWED_TYPES: dict[int, frozenset[int]] = {
     4: frozenset(
@@ -108,6 +119,16 @@ ALLOWED_TYPES: dict[int, frozenset[int]] = {
         }
     ),
 }
+# What firmware may still measure into a PCR after that PCR's separator. Facts come from
+# PCRs 0 and 7 (S-CRTM version, firmware blobs, Secure Boot): anything else there after the
+# separator was measured after the firmware handed over (by the OS, or by whoever holds it) and
+# is contraindicated, so that a relabelled real event cannot be replaced by an appended one.
+POST_SEPARATOR_ALLOWED: dict[int, frozenset[int]] = {
+    0: frozenset(),
+    7: frozenset({EV_EFI_VARIABLE_AUTHORITY, EV_EFI_SPDM_DEVICE_AUTHORITY}),
+}
+# A GRUB string whose text is a kernel load command, whatever prefix it was logged with.
+LINUX_COMMANDS = (b"linux ", b"linuxefi ", b"linux16 ")
 SECURE_BOOT_ORDER = ("SecureBoot", "PK", "KEK", "db", "dbx")  # PC Client spec measuring order
 SECURE_BOOT_DBS = {
     ("PK", efi.EFI_GLOBAL_VARIABLE),
@@ -268,10 +289,11 @@ def extract_facts(
                 text = text[:-1] if text.endswith(b"\x00") else text
                 if hfunc(text).digest() == digests[bank]:
                     grub.append((event.number, text.decode("utf-8", "replace")))
+                    extractor.grub_command(event.number, text)
                     continue
             if head in GRUB_KINDS:
                 extractor.grub_string(event)
-            continue
+                continue
         visit(event)
     return extractor.result(tuple(sorted(trusted)))
 
@@ -298,11 +320,14 @@ class _Extractor:
         self.ebs_seen = False
         self.unbound_names = False  # a PCR 7 variable verified over VariableData only
         self.driver_config_names: list[str] = []
+        self.separated: set[int] = set()  # PCRs whose separator has been measured
+        self.cmdlines: list[tuple[int, str, str]] = []  # (event, source, text)
 
     # -- results -------------------------------------------------------------------------
 
     def result(self, trusted: tuple[int, ...]) -> BootFacts:
         self.check_unbound_names()
+        self.settle_kernel_cmdline()
         v = self.values
         return BootFacts(
             bank=self.bank,
@@ -384,6 +409,15 @@ class _Extractor:
         if pcr > FIRMWARE_PCRS_END:  # OS PCRs: only GRUB's (8) and systemd-boot's (12) strings
             if etype == EV_IPL and pcr in (8, 12):
                 self.ipl(event)
+            elif pcr == 8:
+                self.problem("unrecognised_event", event, "PCR 8 holds only boot loader strings")
+            return
+        if pcr in self.separated and etype not in POST_SEPARATOR_ALLOWED.get(pcr, ANY_TYPE):
+            self.problem(
+                "event_after_separator",
+                event,
+                f"measured after PCR {pcr}'s separator, when the firmware had handed over",
+            )
             return
         if etype not in EVENT_TYPE_NAMES:
             self.problem("unknown_event_type", event, "an event type the spec does not define")
@@ -413,6 +447,7 @@ class _Extractor:
         elif not self.verified(event):  # Windows logs separate PCRs 12-14 with "WBCL"
             return
         self.separators.append((event.pcr, event.number))
+        self.separated.add(event.pcr)
         if event.pcr == 4:
             self.boot_started = True
 
@@ -514,6 +549,36 @@ class _Extractor:
         # The PC Client spec defines EV_EFI_VARIABLE_BOOT's digest over VariableData only.
         return event.type == EV_EFI_VARIABLE_BOOT or "variable_digest_data_only" in self.quirks
 
+    def settle_kernel_cmdline(self) -> None:
+        """One command line from every verified source, or a conflict and no fact."""
+        texts = sorted({text for _, _, text in self.cmdlines})
+        if len(texts) == 1:
+            self.values["kernel_cmdline"] = texts[0]
+            self.values["kernel_cmdline_event"] = self.cmdlines[-1][0]
+        elif len(texts) > 1:
+            self.problems.append(
+                Reason(
+                    code="conflicting_kernel_cmdlines",
+                    text=f"{len(texts)} different kernel command lines were measured ("
+                    + "; ".join(f"event {n} {source}" for n, source, _ in self.cmdlines)
+                    + "): a second kernel, or a line added after boot",
+                    expected="one command line",
+                    actual=" | ".join(texts),
+                    event_index=self.cmdlines[-1][0],
+                )
+            )
+
+    def cmdline(self, event_number: int, source: str, text: str) -> None:
+        self.cmdlines.append((event_number, source, text.strip()))
+
+    def grub_command(self, event_number: int, text: bytes) -> None:
+        """A verified GRUB string: a kernel load command by its text, whatever its prefix."""
+        for command in LINUX_COMMANDS:
+            if text.startswith(command):
+                args = text[len(command) :].decode("utf-8", "replace")
+                self.cmdline(event_number, "GRUB linux command", args)
+                return
+
     def check_unbound_names(self) -> None:
         """With digests over VariableData only, the spec's fixed measuring order (SecureBoot,
         PK, KEK, db, dbx) is what binds the names: a log that departs from it loses its
@@ -598,10 +663,18 @@ class _Extractor:
         self.authorities.append(Authority(event.number, var.name, hashlib.sha256(body).digest()))
 
     def ipl(self, event: Event) -> None:
-        if event.pcr == 8:
-            self.grub_string(event)
-        elif event.pcr == 12:
+        if event.pcr == 12:
             self.systemd_cmdline(event)
+        elif event.data.partition(b": ")[0] in GRUB_KINDS:
+            self.grub_string(event)
+        elif self.matches(event):  # systemd-boot before v251 measured its load options here
+            self.systemd_cmdline(event)
+        else:
+            self.problem(
+                "unrecognised_event",
+                event,
+                "neither a GRUB string nor load options bound to its digest",
+            )
 
     def grub_string(self, event: Event) -> None:
         head, _, text = event.data.partition(b": ")
@@ -613,10 +686,10 @@ class _Extractor:
             return
         decoded = text.decode("utf-8", "replace")
         if head == b"kernel_cmdline":
-            self.values["kernel_cmdline"] = decoded.strip()
-            self.values["kernel_cmdline_event"] = event.number
+            self.cmdline(event.number, "GRUB kernel_cmdline", decoded)
         elif head == b"grub_cmd":
             self.grub.append((event.number, decoded))
+        self.grub_command(event.number, text)
 
     def verified_text(self, event: Event, text: bytes) -> bool:
         digest = event.digests[self.bank]
@@ -640,8 +713,7 @@ class _Extractor:
         except efi.EfiDecodeError as exc:
             self.problem("event_data_malformed", event, str(exc))
             return
-        self.values["kernel_cmdline"] = text.strip()
-        self.values["kernel_cmdline_event"] = event.number
+        self.cmdline(event.number, f"load options (PCR {event.pcr})", text)
 
     def efi_action(self, event: Event) -> None:
         self.verified(event)
