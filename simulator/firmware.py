@@ -302,7 +302,11 @@ def boot(
 
 
 def replay_real_log(
-    log_bytes: bytes, extend: Extend, bank: str = "sha256", skip_pcr0: bool = False
+    log_bytes: bytes,
+    extend: Extend,
+    bank: str = "sha256",
+    skip_pcr0: bool = False,
+    pcr0_locality: int = 0,
 ) -> dict[int, bytes]:
     """Extend a real machine's log into a TPM through ``extend``; return the expected PCRs.
 
@@ -310,14 +314,16 @@ def replay_real_log(
     every extended event carries a ``bank`` digest and a PCR index 0-23 (events at 0xFFFFFFFF
     are log-only and skipped), and PCR 0 does not need a start value other than zero
     (StartupLocality or H-CRTM): such a log raises ``UnreplayableLog`` unless ``skip_pcr0``,
-    which leaves PCR 0 out of both the extends and the result.
+    which leaves PCR 0 out of both the extends and the result, or unless the TPM was started
+    from the log's locality (``pcr0_locality``, e.g. swtpm started from locality 3).
     """
     if bank not in ALGORITHMS:
         raise ValueError(f"unknown PCR bank {bank!r}; known: {sorted(ALGORITHMS)}")
     parsed = parse_log(log_bytes)
     if bank not in parsed.banks:
         raise EventLogError(f"log has no {bank} bank (it has {', '.join(parsed.banks)})")
-    if pcr0_start(parsed.events) and not skip_pcr0:
+    start = pcr0_start(parsed.events)
+    if start and start != pcr0_locality and not skip_pcr0:
         raise UnreplayableLog(
             "log starts PCR 0 at locality "
             f"{pcr0_start(parsed.events)} (StartupLocality/H-CRTM): extends from a zero PCR 0 "
@@ -331,7 +337,8 @@ def replay_real_log(
     size = len(steps[0][1]) if steps else 0
     pcrs: dict[int, bytes] = {}
     for pcr, digest in steps:
-        pcrs[pcr] = extend_value(bank, pcrs.get(pcr, bytes(size)), digest)
+        initial = bytes(size - 1) + bytes([start]) if pcr == 0 and start else bytes(size)
+        pcrs[pcr] = extend_value(bank, pcrs.get(pcr, initial), digest)
     for pcr, digest in steps:
         extend(pcr, {bank: digest})
     return dict(sorted(pcrs.items()))

@@ -26,8 +26,9 @@ from agent.flows import AgentConfig, attest_once, enroll
 from agent.tpm import Tpm
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from simulator.ca import LocalCa
-from simulator.firmware import FirmwareProfile, boot
-from simulator.swtpm import SwtpmFactory, SwtpmInstance
+from simulator.firmware import FirmwareProfile, UnreplayableLog, boot, replay_real_log
+from simulator.swtpm import STARTUP_LOCALITIES, SwtpmFactory, SwtpmInstance
+from simulator.tcglog import parse_log, pcr0_start
 from verifier.app import Verifier, VerifierSettings, open_trust
 from verifier.golden.live import LiveGolden
 from verifier.service.server import build_server
@@ -104,6 +105,19 @@ class SimDevice:
         with Tpm.open(self.tpm.tcti) as tpm:
             record = boot(self.firmware, tpm.extend)
         self.event_log.write_bytes(record.log)
+
+    def boot_real_log(self, log: bytes, bank: str = "sha256") -> dict[int, bytes]:
+        """Reboot and replay a real machine's event log into the TPM instead of a synthetic
+        boot (a StartupLocality log starts the TPM from that locality); returns the PCRs the
+        log should produce. ``UnreplayableLog`` for an H-CRTM log, which swtpm cannot start."""
+        locality = pcr0_start(parse_log(log).events)
+        if locality not in STARTUP_LOCALITIES:
+            raise UnreplayableLog(f"PCR 0 starts at {locality}: swtpm cannot reproduce that")
+        self.tpm.power_cycle(startup_locality=locality)
+        with Tpm.open(self.tpm.tcti) as tpm:
+            expected = replay_real_log(log, tpm.extend, bank, pcr0_locality=locality)
+        self.event_log.write_bytes(log)
+        return expected
 
     def reboot(self, firmware: FirmwareProfile | None = None) -> None:
         """An orderly power cycle (resetCount + 1), optionally into new firmware."""

@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from agent.tpm import Tpm
+from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from simulator.fleet import Fleet
 from simulator.profiles import GOOD_A, GOOD_B, TAMPERED_BOOTLOADER
 from simulator.rollout import run_rollout
 from simulator.scenarios import SCENARIOS
+from verifier.eventlog import parse_event_log, replay
+from verifier.golden.learn import learn_release
 
 pytestmark = pytest.mark.swtpm
 GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
@@ -139,3 +143,28 @@ def test_rollout_skips_a_device_the_verifier_does_not_vouch_for(tmp_path: Path) 
     assert report.upgraded == ["good"]
     assert [name for name, _ in report.skipped] == ["silent"]
     assert "verdict_expired" in report.skipped[0][1]
+
+
+def test_a_real_machines_log_replayed_into_swtpm_attests_against_its_learned_release(
+    tmp_path: Path,
+) -> None:
+    # keylime's RHEL 9 Secure Boot log starts PCR 0 at locality 3: swtpm starts there too.
+    log = (Path(__file__).parent / "data/eventlogs/keylime/binary_bios_measurements").read_bytes()
+    selection = list(range(10))
+    with Fleet(tmp_path) as fleet:
+        device = fleet.add_device("real", GOOD_A, labels={"model": "rhel9-laptop"})
+        expected = device.boot_real_log(log)
+        with Tpm.open(device.tpm.tcti) as tpm:
+            assert tpm.read_pcrs("sha256", sorted(expected)) == expected
+        assert replay(parse_event_log(log), "sha256").pcrs == expected
+        release = learn_release(log, expected, "sha256", "rhel-9.5", selection)
+        golden = tmp_path / "golden"
+        golden.mkdir()
+        (golden / "rhel9.yaml").write_text(
+            "profile: rhel9-laptop\nmatch: {model: rhel9-laptop}\nverdict_lifetime: 1h\n"
+            f"bank: sha256\npcrs: {selection}\nreleases:\n{release}"
+        )
+        verifier = fleet.start_verifier(golden)
+        verdict = device.attest(verifier.address)
+    assert verdict.status == pb.STATUS_AFFIRMING, verdict.reasons
+    assert verdict.release == "rhel-9.5"

@@ -148,7 +148,7 @@ def _secure_boot(facts: BootFacts, pcrs: dict[int, bytes], covered: set[int]) ->
         lines.append(
             f"{KEY}  db_contains:  # SHA-256 of each db certificate (event {db.event_index})"
         )
-        lines += _digests(db.content.certificates, "db certificate")
+        lines += _digests(tuple(dict.fromkeys(db.content.certificates)), "db certificate")
     dbx = facts.database("dbx")
     if dbx is not None and _dbx_entries(dbx):
         lines.append(
@@ -160,7 +160,8 @@ def _secure_boot(facts: BootFacts, pcrs: dict[int, bytes], covered: set[int]) ->
 
 
 def _dbx_entries(dbx: SecureBootDb) -> tuple[bytes, ...]:
-    return dbx.content.hashes + dbx.content.certificates
+    # Real dbx variables repeat entries across signature lists; a rule lists each once.
+    return tuple(dict.fromkeys(dbx.content.hashes + dbx.content.certificates))
 
 
 def _digests(values: tuple[bytes, ...], what: str) -> list[str]:
