@@ -63,15 +63,19 @@ class RunningVerifier:
         allowlist: Path | None = None,
         port: int = 0,
         watch_interval: float = 0.5,
+        db: str | None = None,
+        keys: Path | None = None,
     ) -> None:
+        """``db``: a postgresql:// URL (default: SQLite in ``workdir``); ``keys``: the signing
+        key directory (default: in ``workdir``; replicas share one)."""
         self.workdir = workdir
         self.clock = MovableClock()
         workdir.mkdir(parents=True, exist_ok=True)
-        self.store = open_store(workdir / "verifier.db")
+        self.store = open_store(db or workdir / "verifier.db")
         self.golden = LiveGolden.start(golden_dir, self.store, self.clock)
         trust, allowed = open_trust(trust_dir, allowlist)
         settings = VerifierSettings(nonce_ttl=nonce_ttl)
-        keyring = KeyRing.open(workdir / "keys", self.clock())
+        keyring = KeyRing.open(keys or workdir / "keys", self.clock())
         self.verifier = Verifier(
             self.store, trust, allowed, self.golden, keyring, settings, self.clock
         )
