@@ -214,7 +214,7 @@ def test_new_ak_for_a_known_ek_waits_for_operator_approval(fleet: Fleet) -> None
     assert "approve" in str(error.details())
     record = fleet.live.store.get_device(device_id)
     assert record is not None and record.pending_ak_name
-    fleet.live.verifier.approve_ak(device_id, record.pending_ak_name.hex())
+    fleet.live.verifier.enrollment.approve_ak(device_id, record.pending_ak_name.hex())
     assert device.enroll(address(fleet)) == device_id
     assert device.attest(address(fleet)).status == pb.STATUS_AFFIRMING
 

@@ -5,9 +5,10 @@ each flow as a short sequence of steps; every check itself lives in a pure modul
 (``enrollment``, ``quote``, ``appraisal``, ``golden``). Nothing here speaks gRPC: the service
 adapters translate messages to these calls and exceptions to status codes.
 
-Enrollment: start (EK chain or allowlist, EK and AK checks, MakeCredential, challenge stored)
--> finish (challenge taken once, proof compared in constant time, device stored or counted,
-a new AK for a known EK parked for operator approval).
+Enrollment (``verifier.enrollment.flow``, composed here as ``Verifier.enrollment``): start
+(EK chain or allowlist, EK and AK checks, MakeCredential, challenge stored) -> finish
+(challenge taken once, proof compared in constant time, device stored or counted, a new AK
+for a known EK parked for operator approval).
 Attestation: challenge (nonce bound to the device, the profile's selection) -> attest (nonce
 consumed once, appraisal, verdict stored with history, latest evidence kept).
 """
@@ -20,15 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from verifier import errors
 from verifier.appraisal import AppraisalContext, appraise
-from verifier.enrollment.credential import check_proof, make_credential, new_secret
-from verifier.enrollment.ekchain import Allowlist, TrustStore, validate_ek_certificate
-from verifier.enrollment.identity import device_id_for
-from verifier.enrollment.tpmpublic import TpmPublic, check_ak, check_ek, parse_tpm2b_public
+from verifier.enrollment.ekchain import Allowlist, TrustStore
+from verifier.enrollment.flow import Enrollment
+from verifier.enrollment.tpmpublic import TpmPublic, parse_tpm2b_public
 from verifier.evidence import Evidence
 from verifier.golden.evidence_policy import LogAppraisalCache
 from verifier.golden.live import LiveGolden
@@ -39,7 +38,6 @@ from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
     DeviceRecord,
-    EnrollmentChallenge,
     IssuedNonce,
     Store,
     StoredEvidence,
@@ -50,27 +48,6 @@ from verifier.verdict import Freshness, Verdict
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-
-class EnrollmentOutcome(Enum):
-    ENROLLED = "enrolled"
-    REENROLLED = "reenrolled"
-
-
-@dataclass(frozen=True)
-class EnrollmentStart:
-    device_id: str
-    challenge_id: str
-    credential_blob: bytes
-    encrypted_secret: bytes
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class EnrollmentResult:
-    device_id: str
-    outcome: EnrollmentOutcome
-    enrollment_count: int
 
 
 @dataclass(frozen=True)
@@ -121,107 +98,9 @@ class Verifier:
         self._ak_lock = threading.Lock()
         self._verdict_added = threading.Condition()
         self._log_cache = LogAppraisalCache()
-
-    # ------------------------------------------------------------ enrollment
-
-    def start_enrollment(
-        self,
-        ek_certificate: bytes,
-        ek_public: bytes,
-        ak_public: bytes,
-        labels: Mapping[str, str],
-    ) -> EnrollmentStart:
-        limits = self.settings.limits
-        _check_size("EK certificate", ek_certificate, limits.max_ek_certificate_bytes)
-        _check_labels(labels, limits)
-        now = self.clock()
-        ek = parse_tpm2b_public(ek_public, limits)
-        check_ek(ek)
-        ak = parse_tpm2b_public(ak_public, limits)
-        check_ak(ak)
-        not_after = self._endorse(ek_certificate, ek, now)
-        device_id = device_id_for(ek)
-        secret = new_secret()
-        blob, encrypted = make_credential(ek, ak.name, secret)
-        challenge = EnrollmentChallenge(
-            challenge_id=secrets.token_hex(16),
-            device_id=device_id,
-            ek_public=ek_public,
-            ek_certificate=ek_certificate,
-            ek_not_after=not_after,
-            ak_public=ak_public,
-            ak_name=ak.name,
-            labels=dict(labels),
-            secret=secret,
-            expires_at=now + self.settings.enrollment_ttl,
+        self.enrollment = Enrollment(
+            store, trust, allowlist, clock, settings.enrollment_ttl, settings.limits
         )
-        self.store.put_enrollment_challenge(challenge)
-        log.info("enrollment started for %s (AK %s)", device_id, ak.name.hex())
-        return EnrollmentStart(
-            device_id, challenge.challenge_id, blob, encrypted, challenge.expires_at
-        )
-
-    def _endorse(self, ek_certificate: bytes, ek: TpmPublic, now: float) -> float | None:
-        """The EK's trust: a certificate chain to a configured root, or the allowlist."""
-        if ek_certificate:
-            return validate_ek_certificate(ek_certificate, ek, self.trust, now).not_after
-        if self.allowlist.contains(ek):
-            return None
-        raise errors.UntrustedEndorsement(
-            "the TPM sent no EK certificate and its EK is not on the operators' allowlist"
-        )
-
-    def finish_enrollment(self, challenge_id: str, proof: bytes) -> EnrollmentResult:
-        now = self.clock()
-        challenge = self.store.take_enrollment_challenge(challenge_id, now)
-        if challenge is None:
-            raise errors.ActivationFailed(
-                "unknown, expired or already used enrollment challenge; start enrollment again"
-            )
-        check_proof(challenge.secret, proof)
-        device = self.store.get_device(challenge.device_id)
-        if device is None:
-            self.store.insert_device(_device_from(challenge, now))
-            log.info("device %s enrolled", challenge.device_id)
-            return EnrollmentResult(challenge.device_id, EnrollmentOutcome.ENROLLED, 1)
-        if device.ak_name == challenge.ak_name:
-            if challenge.labels != device.labels:
-                # Labels select the golden profile: a device may not pick another one by
-                # re-enrolling. The labels of the first enrollment stay.
-                log.warning(
-                    "device %s re-enrolled with labels %s; keeping its enrolled labels %s",
-                    challenge.device_id,
-                    challenge.labels,
-                    device.labels,
-                )
-            count = self.store.bump_enrollment(challenge.device_id, device.labels)
-            log.info("device %s re-enrolled (%d times)", challenge.device_id, count)
-            return EnrollmentResult(challenge.device_id, EnrollmentOutcome.REENROLLED, count)
-        self.store.set_pending_ak(challenge.device_id, challenge.ak_public, challenge.ak_name)
-        log.warning(
-            "device %s presented a new AK %s: waiting for operator approval",
-            challenge.device_id,
-            challenge.ak_name.hex(),
-        )
-        raise errors.ApprovalRequired(
-            f"device {challenge.device_id} is enrolled with another AK; an operator must run "
-            f"'attest-verifier approve-ak {challenge.device_id} {challenge.ak_name.hex()}'"
-        )
-
-    def approve_ak(self, device_id: str, ak_name_hex: str) -> None:
-        try:
-            ak_name = bytes.fromhex(ak_name_hex)
-        except ValueError as exc:
-            raise errors.MalformedEvidence("AK name must be hex") from exc
-        if self.store.get_device(device_id) is None:
-            raise errors.UnknownDevice(f"no enrolled device {device_id}")
-        if not self.store.approve_pending_ak(device_id, ak_name):
-            raise errors.EnrollmentRefused(
-                f"device {device_id} has no pending AK named {ak_name_hex}"
-            )
-        with self._ak_lock:
-            self._ak_cache.pop(device_id, None)
-        log.warning("operator approved AK %s for device %s", ak_name_hex, device_id)
 
     # ------------------------------------------------------------ attestation
 
@@ -429,35 +308,6 @@ class Verifier:
         with self._ak_lock:
             self._ak_cache[device.device_id] = entry
         return entry
-
-
-def _device_from(challenge: EnrollmentChallenge, now: float) -> DeviceRecord:
-    return DeviceRecord(
-        device_id=challenge.device_id,
-        ek_public=challenge.ek_public,
-        ek_certificate=challenge.ek_certificate,
-        ek_not_after=challenge.ek_not_after,
-        ak_public=challenge.ak_public,
-        ak_name=challenge.ak_name,
-        labels=challenge.labels,
-        enrollment_count=1,
-        enrolled_at=now,
-    )
-
-
-def _check_size(what: str, data: bytes, limit: int) -> None:
-    if len(data) > limit:
-        raise errors.LimitExceeded(f"{what} is {len(data)} bytes; the limit is {limit}")
-
-
-def _check_labels(labels: Mapping[str, str], limits: Limits) -> None:
-    if len(labels) > limits.max_labels:
-        raise errors.LimitExceeded(f"{len(labels)} labels; the limit is {limits.max_labels}")
-    for key, value in labels.items():
-        if not key or len(key) > limits.max_label_bytes or len(value) > limits.max_label_bytes:
-            raise errors.MalformedEvidence(
-                f"label {key[:32]!r} is empty or longer than {limits.max_label_bytes} bytes"
-            )
 
 
 def open_trust(ek_ca: Path | None, allowlist: Path | None) -> tuple[TrustStore, Allowlist]:

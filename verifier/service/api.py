@@ -17,7 +17,8 @@ import grpc
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier import __version__, errors
-from verifier.app import EnrollmentOutcome, Verifier
+from verifier.app import Verifier
+from verifier.enrollment.flow import EnrollmentOutcome
 from verifier.golden.load import GoldenError, GoldenProblem
 from verifier.service.convert import (
     STATUS_TO_PB,
@@ -75,7 +76,7 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.StartEnrollmentRequest, context: grpc.ServicerContext
     ) -> pb.StartEnrollmentResponse:
         refuse_unknown_fields(request)
-        started = self.v.start_enrollment(
+        started = self.v.enrollment.start(
             ek_certificate=request.ek_certificate,
             ek_public=request.ek_public,
             ak_public=request.ak_public,
@@ -94,7 +95,7 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.FinishEnrollmentRequest, context: grpc.ServicerContext
     ) -> pb.FinishEnrollmentResponse:
         refuse_unknown_fields(request)
-        result = self.v.finish_enrollment(request.challenge_id, request.proof)
+        result = self.v.enrollment.finish(request.challenge_id, request.proof)
         return pb.FinishEnrollmentResponse(
             device_id=result.device_id,
             outcome=_OUTCOME[result.outcome],
@@ -239,7 +240,7 @@ class OperatorService(pb_grpc.OperatorServicer):
         self, request: pb.ApproveAkRequest, context: grpc.ServicerContext
     ) -> pb.ApproveAkResponse:
         refuse_unknown_fields(request)
-        self.v.approve_ak(request.device_id, request.ak_name)
+        self.v.enrollment.approve_ak(request.device_id, request.ak_name)
         return pb.ApproveAkResponse(device_id=request.device_id)
 
     @rpc

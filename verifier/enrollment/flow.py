@@ -1,0 +1,195 @@
+"""The enrollment flow: EK endorsement, AK checks, credential activation, operator approval.
+
+Order (``start``): sizes and labels within limits; the EK and AK TPM2B_PUBLIC parse; the EK
+is a storage key and the AK a restricted signing key (``tpmpublic.check_ek/check_ak``); the
+EK is endorsed by a certificate chain to a configured manufacturer root or by the operators'
+allowlist; the device id is derived from the EK public key; MakeCredential to the EK with the
+AK's name; the challenge is stored, single use, with a TTL. ``finish``: the challenge is taken
+once (expired or used: ``ActivationFailed``), the proof compared in constant time, then the
+device is stored (first time), counted (same EK and AK: idempotent, labels unchanged), or its
+new AK parked until an operator approves it (``approve_ak``). Nothing is stored for a refused
+request.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from verifier import errors
+from verifier.enrollment.credential import check_proof, make_credential, new_secret
+from verifier.enrollment.ekchain import Allowlist, TrustStore, validate_ek_certificate
+from verifier.enrollment.identity import device_id_for
+from verifier.enrollment.tpmpublic import TpmPublic, check_ak, check_ek, parse_tpm2b_public
+from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.store.base import DeviceRecord, EnrollmentChallenge, Store
+
+log = logging.getLogger(__name__)
+
+
+class EnrollmentOutcome(Enum):
+    ENROLLED = "enrolled"
+    REENROLLED = "reenrolled"
+
+
+@dataclass(frozen=True)
+class EnrollmentStart:
+    device_id: str
+    challenge_id: str
+    credential_blob: bytes
+    encrypted_secret: bytes
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class EnrollmentResult:
+    device_id: str
+    outcome: EnrollmentOutcome
+    enrollment_count: int
+
+
+class Enrollment:
+    def __init__(
+        self,
+        store: Store,
+        trust: TrustStore,
+        allowlist: Allowlist,
+        clock: Callable[[], float],
+        ttl: float = 120.0,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.store = store
+        self.trust = trust
+        self.allowlist = allowlist
+        self.clock = clock
+        self.ttl = ttl
+        self.limits = limits
+
+    def start(
+        self,
+        ek_certificate: bytes,
+        ek_public: bytes,
+        ak_public: bytes,
+        labels: Mapping[str, str],
+    ) -> EnrollmentStart:
+        limits = self.limits
+        _check_size("EK certificate", ek_certificate, limits.max_ek_certificate_bytes)
+        _check_labels(labels, limits)
+        now = self.clock()
+        ek = parse_tpm2b_public(ek_public, limits)
+        check_ek(ek)
+        ak = parse_tpm2b_public(ak_public, limits)
+        check_ak(ak)
+        not_after = self._endorse(ek_certificate, ek, now)
+        device_id = device_id_for(ek)
+        secret = new_secret()
+        blob, encrypted = make_credential(ek, ak.name, secret)
+        challenge = EnrollmentChallenge(
+            challenge_id=secrets.token_hex(16),
+            device_id=device_id,
+            ek_public=ek_public,
+            ek_certificate=ek_certificate,
+            ek_not_after=not_after,
+            ak_public=ak_public,
+            ak_name=ak.name,
+            labels=dict(labels),
+            secret=secret,
+            expires_at=now + self.ttl,
+        )
+        self.store.put_enrollment_challenge(challenge)
+        log.info("enrollment started for %s (AK %s)", device_id, ak.name.hex())
+        return EnrollmentStart(
+            device_id, challenge.challenge_id, blob, encrypted, challenge.expires_at
+        )
+
+    def _endorse(self, ek_certificate: bytes, ek: TpmPublic, now: float) -> float | None:
+        """The EK's trust: a certificate chain to a configured root, or the allowlist."""
+        if ek_certificate:
+            return validate_ek_certificate(ek_certificate, ek, self.trust, now).not_after
+        if self.allowlist.contains(ek):
+            return None
+        raise errors.UntrustedEndorsement(
+            "the TPM sent no EK certificate and its EK is not on the operators' allowlist"
+        )
+
+    def finish(self, challenge_id: str, proof: bytes) -> EnrollmentResult:
+        now = self.clock()
+        challenge = self.store.take_enrollment_challenge(challenge_id, now)
+        if challenge is None:
+            raise errors.ActivationFailed(
+                "unknown, expired or already used enrollment challenge; start enrollment again"
+            )
+        check_proof(challenge.secret, proof)
+        device = self.store.get_device(challenge.device_id)
+        if device is None:
+            self.store.insert_device(_device_from(challenge, now))
+            log.info("device %s enrolled", challenge.device_id)
+            return EnrollmentResult(challenge.device_id, EnrollmentOutcome.ENROLLED, 1)
+        if device.ak_name == challenge.ak_name:
+            if challenge.labels != device.labels:
+                # Labels select the golden profile: a device may not pick another one by
+                # re-enrolling. The labels of the first enrollment stay.
+                log.warning(
+                    "device %s re-enrolled with labels %s; keeping its enrolled labels %s",
+                    challenge.device_id,
+                    challenge.labels,
+                    device.labels,
+                )
+            count = self.store.bump_enrollment(challenge.device_id, device.labels)
+            log.info("device %s re-enrolled (%d times)", challenge.device_id, count)
+            return EnrollmentResult(challenge.device_id, EnrollmentOutcome.REENROLLED, count)
+        self.store.set_pending_ak(challenge.device_id, challenge.ak_public, challenge.ak_name)
+        log.warning(
+            "device %s presented a new AK %s: waiting for operator approval",
+            challenge.device_id,
+            challenge.ak_name.hex(),
+        )
+        raise errors.ApprovalRequired(
+            f"device {challenge.device_id} is enrolled with another AK; an operator must run "
+            f"'attest-verifier approve-ak {challenge.device_id} {challenge.ak_name.hex()}'"
+        )
+
+    def approve_ak(self, device_id: str, ak_name_hex: str) -> None:
+        try:
+            ak_name = bytes.fromhex(ak_name_hex)
+        except ValueError as exc:
+            raise errors.MalformedEvidence("AK name must be hex") from exc
+        if self.store.get_device(device_id) is None:
+            raise errors.UnknownDevice(f"no enrolled device {device_id}")
+        if not self.store.approve_pending_ak(device_id, ak_name):
+            raise errors.EnrollmentRefused(
+                f"device {device_id} has no pending AK named {ak_name_hex}"
+            )
+        log.warning("operator approved AK %s for device %s", ak_name_hex, device_id)
+
+
+def _device_from(challenge: EnrollmentChallenge, now: float) -> DeviceRecord:
+    return DeviceRecord(
+        device_id=challenge.device_id,
+        ek_public=challenge.ek_public,
+        ek_certificate=challenge.ek_certificate,
+        ek_not_after=challenge.ek_not_after,
+        ak_public=challenge.ak_public,
+        ak_name=challenge.ak_name,
+        labels=challenge.labels,
+        enrollment_count=1,
+        enrolled_at=now,
+    )
+
+
+def _check_size(what: str, data: bytes, limit: int) -> None:
+    if len(data) > limit:
+        raise errors.LimitExceeded(f"{what} is {len(data)} bytes; the limit is {limit}")
+
+
+def _check_labels(labels: Mapping[str, str], limits: Limits) -> None:
+    if len(labels) > limits.max_labels:
+        raise errors.LimitExceeded(f"{len(labels)} labels; the limit is {limits.max_labels}")
+    for key, value in labels.items():
+        if not key or len(key) > limits.max_label_bytes or len(value) > limits.max_label_bytes:
+            raise errors.MalformedEvidence(
+                f"label {key[:32]!r} is empty or longer than {limits.max_label_bytes} bytes"
+            )
