@@ -157,3 +157,18 @@ def test_dry_run_over_grpc_reports_exactly_the_devices_a_change_would_flip(
         pb.DryRunGoldenRequest(files={PROFILE_FILE: proposed.replace("bank:", "bnak:")})
     )
     assert broken.problems and not broken.changes
+
+
+def test_operator_commands_report_a_refused_edit_and_apply_a_good_one(
+    fleet: Fleet, golden: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = running(fleet).address
+    edit(golden, "verdict_lifetime: 1h", "verdict_lifetime: 1h\nbank: sha1")
+    assert cli.main(["golden", "reload", "--verifier", address]) == 1
+    assert f"{PROFILE_FILE}:7:1: duplicate key 'bank'" in capsys.readouterr().out
+    assert cli.main(["status", "--verifier", address]) == 1
+    assert "refused edit" in capsys.readouterr().out
+    edit(golden, "verdict_lifetime: 1h\nbank: sha1", "verdict_lifetime: 2h")
+    assert cli.main(["golden", "reload", "--verifier", address]) == 0
+    assert "serving sha256:" in capsys.readouterr().out
+    assert cli.main(["status", "--verifier", address]) == 0

@@ -8,6 +8,7 @@
     attest-verifier keys export-jwks --keys DIR FILE | keys rotate --keys DIR [--overlap 2h]
     attest-verifier eventlog {show,replay,facts} FILE
     attest-verifier golden {lint,learn,explain,dry-run} ...
+    attest-verifier golden reload --verifier ADDR | status --verifier ADDR
 
 DB is a SQLite file or a postgresql:// URL. DEVICE may be a unique prefix of a device id.
 Exit codes: 0 success, 1 a check failed (lint problems, an untrusted verdict), 2 bad input.
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from verifier import __version__, errors
+from verifier import __version__, errors, operator_cli
 from verifier.eventlog import cli as eventlog_cli
 from verifier.golden import cli as golden_cli
 from verifier.serve import serve_command
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     token_cli.register_keys(sub)
     eventlog_cli.register(sub)
-    golden_cli.register(sub)
+    golden = golden_cli.register(sub)
+    operator_cli.register(sub, golden)
     return parser
 
 

@@ -1,0 +1,74 @@
+"""Operator commands that talk to a running verifier over its Operator gRPC service.
+
+    attest-verifier status --verifier HOST:PORT          the live golden digest, refused reloads
+    attest-verifier golden reload --verifier HOST:PORT   validate and swap the golden set now
+
+``golden reload`` exits 0 when the set on disk is live (swapped now or already), 1 when it was
+refused (the problems are printed as ``file:line:column: message``; the last valid set keeps
+serving), 2 when the verifier cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+import grpc
+
+from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+
+Subparsers = argparse._SubParsersAction
+
+
+def register(
+    sub: Subparsers[argparse.ArgumentParser], golden: Subparsers[argparse.ArgumentParser]
+) -> None:
+    status = sub.add_parser("status", help="a running verifier's golden set and problems")
+    status.add_argument("--verifier", required=True, help="HOST:PORT of the verifier")
+    status.set_defaults(func=cmd_status)
+    reload = golden.add_parser("reload", help="make a running verifier reload its golden set")
+    reload.add_argument("--verifier", required=True, help="HOST:PORT of the verifier")
+    reload.set_defaults(func=cmd_reload)
+
+
+def _problem(problem: pb.GoldenProblem) -> str:
+    hint = f" (hint: {problem.hint})" if problem.hint else ""
+    return f"{problem.file}:{problem.line}:{problem.column}: {problem.message}{hint}"
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    try:
+        with grpc.insecure_channel(ns.verifier) as ch:
+            status = pb_grpc.OperatorStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10)
+    except grpc.RpcError as exc:
+        print(
+            f"attest-verifier: {ns.verifier}: {exc.code().name}: {exc.details()}", file=sys.stderr
+        )
+        return 2
+    loaded = datetime.fromtimestamp(status.golden_loaded_at.seconds, UTC).isoformat()
+    print(f"version       {status.version}")
+    print(f"golden set    {status.golden_digest} (live since {loaded})")
+    print(f"devices       {status.devices}")
+    for problem in status.golden_problems:
+        print(f"refused edit  {_problem(problem)}")
+    return 1 if status.golden_problems else 0
+
+
+def cmd_reload(ns: argparse.Namespace) -> int:
+    try:
+        with grpc.insecure_channel(ns.verifier) as ch:
+            reply = pb_grpc.OperatorStub(ch).ReloadGolden(pb.ReloadGoldenRequest(), timeout=30)
+    except grpc.RpcError as exc:
+        print(
+            f"attest-verifier: {ns.verifier}: {exc.code().name}: {exc.details()}", file=sys.stderr
+        )
+        return 2
+    for problem in reply.problems:
+        print(_problem(problem))
+    if reply.problems:
+        print(f"reload refused; still serving {reply.golden_digest}", file=sys.stderr)
+        return 1
+    print(f"{'now serving' if reply.applied else 'already serving'} {reply.golden_digest}")
+    return 0
