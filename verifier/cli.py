@@ -165,7 +165,8 @@ def format_verdict(verdict: Verdict, now: float) -> str:
         f"profile     {verdict.profile}  release {verdict.release or '-'}",
         f"golden      {verdict.golden_digest}",
         f"boot epoch  reset {verdict.boot_epoch.reset_count}"
-        f" restart {verdict.boot_epoch.restart_count}  safe {int(verdict.safe)}",
+        f" restart {verdict.boot_epoch.restart_count}  safe {int(verdict.safe)}"
+        f"  clock {verdict.clock} ms  TPM firmware 0x{verdict.firmware_version:016x}",
         f"issued      {_iso(verdict.issued_at)}",
         f"expires     {_iso(verdict.expires_at)}"
         + ("  (expired: unknown, not trusted)" if fresh is Freshness.EXPIRED else ""),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Limits:
-    max_message_bytes: int = 4 * 1024 * 1024  # one gRPC request
+    max_message_bytes: int = 6 * 1024 * 1024  # one gRPC request (an event log at its limit fits)
     max_ek_certificate_bytes: int = 16 * 1024
     max_tpm_public_bytes: int = 2 * 1024  # TPM2B_PUBLIC (RSA-4096 fits easily)
     max_quote_bytes: int = 2 * 1024  # TPMS_ATTEST of a quote
