@@ -5,7 +5,8 @@ Invariants (as for SQLite, ``verifier.store.schema``):
   only appended to. ``SCHEMA_VERSION`` is their count and matches the SQLite schema's.
 - ``migrate`` runs at open in one transaction that first takes a transaction-scoped advisory
   lock, so replicas starting together migrate once; a newer schema is refused
-  (``StoreUnavailable``) before anything is written.
+  (``StoreUnavailable``, by ``verifier.store.sql.pending_migrations``) before anything is
+  written.
 
 Tables live in the connection's ``search_path`` schema (``public`` unless the URL says
 otherwise). The columns mirror the SQLite schema: POSIX seconds as DOUBLE PRECISION, JSON as
@@ -14,9 +15,10 @@ TEXT (encoded by ``verifier.store.codec``), unsigned 64-bit counters in BIGINT.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from verifier.errors import StoreUnavailable
+from verifier.store.sql import VERSION_QUERY, pending_migrations
 
 MIGRATION_LOCK = 0x6661_7474_0001  # pg_advisory_xact_lock key: schema migration
 VERDICT_LOCK = 0x6661_7474_0002  # pg_advisory_xact_lock key: verdict sequence order
@@ -118,17 +120,11 @@ def migrate(conn: Any, where: str) -> int:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(_VERSION_TABLE)
-        row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
-        current = 0 if row is None else int(row[0])
-        if current > SCHEMA_VERSION:
-            raise StoreUnavailable(
-                f"the store {where} has schema version {current}, newer than this verifier "
-                f"knows ({SCHEMA_VERSION}); upgrade the verifier instead of downgrading the store"
-            )
-        for statements in MIGRATIONS[current:]:
-            for statement in statements:
-                conn.execute(statement)
-        if current != SCHEMA_VERSION:
+        row = conn.execute(VERSION_QUERY).fetchone()
+        pending = pending_migrations(row, MIGRATIONS, where)
+        for statement in itertools.chain.from_iterable(pending):
+            conn.execute(statement)
+        if pending:
             conn.execute(
                 "INSERT INTO schema_version (id, version) VALUES (1, %s)"
                 " ON CONFLICT (id) DO UPDATE SET version = excluded.version",

@@ -7,7 +7,8 @@ Invariants:
   and the new version are committed together or not at all, and two processes opening the
   same new file at once cannot both migrate it.
 - A database whose version is newer than ``SCHEMA_VERSION`` is refused (``StoreUnavailable``)
-  before anything is written: an older verifier must not write rows a newer one cannot trust.
+  before anything is written: an older verifier must not write rows a newer one cannot trust
+  (the check is ``verifier.store.sql.pending_migrations``, shared with PostgreSQL).
 
 Tables are STRICT (SQLite checks every column's type on write), so a row read back has the
 types the decoders expect. ``nonces`` is WITHOUT ROWID (small rows, looked up and deleted by
@@ -19,9 +20,10 @@ AUTOINCREMENT, so a sequence is never reused even if the newest verdict were del
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 
-from verifier.errors import StoreUnavailable
+from verifier.store.sql import VERSION_QUERY, pending_migrations
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: the initial schema
@@ -119,17 +121,11 @@ def migrate(conn: sqlite3.Connection, where: str) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(_VERSION_TABLE)
-        row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
-        current = 0 if row is None else int(row[0])
-        if current > SCHEMA_VERSION:
-            raise StoreUnavailable(
-                f"the store {where} has schema version {current}, newer than this verifier "
-                f"knows ({SCHEMA_VERSION}); upgrade the verifier instead of downgrading the store"
-            )
-        for statements in MIGRATIONS[current:]:
-            for statement in statements:
-                conn.execute(statement)
-        if current != SCHEMA_VERSION:
+        row = conn.execute(VERSION_QUERY).fetchone()
+        pending = pending_migrations(row, MIGRATIONS, where)
+        for statement in itertools.chain.from_iterable(pending):
+            conn.execute(statement)
+        if pending:
             conn.execute(
                 "INSERT OR REPLACE INTO schema_version (id, version) VALUES (1, ?)",
                 (SCHEMA_VERSION,),
