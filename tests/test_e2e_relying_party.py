@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -181,15 +180,19 @@ def test_verdict_stream_reconnects_without_losing_a_change(fleet: Fleet) -> None
 def test_verdict_streams_cannot_take_every_server_thread(fleet: Fleet, tmp_path: Path) -> None:
     small = RunningVerifier(tmp_path / "small", fleet.trust_dir, GOLDEN_DIR, workers=2)
     try:
+        device = fleet.add_device("served", GOOD_A)
+        device.attest(small.address)
         with grpc.insecure_channel(small.address) as ch:
             stub = pb_grpc.RelyingPartyStub(ch)
             first = stub.WatchVerdicts(pb.WatchVerdictsRequest())
-            time.sleep(0.3)  # the first stream now holds its thread
+            verdicts = iter(first)
+            assert next(verdicts).device_id == device.device_id  # the stream holds its thread
             with pytest.raises(grpc.RpcError) as info:
                 next(iter(stub.WatchVerdicts(pb.WatchVerdictsRequest())))
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            device = fleet.add_device("served", GOOD_A)  # agents are still served
+            device.reboot()  # agents are still served
             assert device.attest(small.address).status == pb.STATUS_AFFIRMING
+            assert next(verdicts).boot_epoch.reset_count > 1  # and the stream sees it
             first.cancel()  # type: ignore[no-untyped-call]
     finally:
         small.close()
