@@ -26,6 +26,8 @@ import grpc
 
 from agent.backoff import Backoff, Stopped, is_transient
 from agent.flows import DEFAULT_EVENT_LOG, AgentConfig, attest_once, enroll
+from agent.state import StateError
+from agent.tpm import TpmError
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 
 log = logging.getLogger("attest-agent")
@@ -45,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ek_alg=ns.ek_alg,
         event_log=None if ns.no_event_log else ns.event_log,
         labels=dict(_label(item) for item in ns.label),
+        new_ak=getattr(ns, "new_ak", False),
     )
     stop = threading.Event()
 
@@ -60,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except grpc.RpcError as exc:
         print(f"attest-agent: verifier said {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except (TpmError, StateError) as exc:
+        print(f"attest-agent: {exc}", file=sys.stderr)
         return 2
 
 
@@ -81,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--event-log", type=Path, default=DEFAULT_EVENT_LOG)
         p.add_argument("--no-event-log", action="store_true", help="send no event log")
         p.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
+        if name == "enroll":
+            p.add_argument(
+                "--new-ak",
+                action="store_true",
+                help="forget the saved AK and enroll a new one (after a TPM clear); "
+                "an operator must approve it",
+            )
         p.set_defaults(func=func)
     return parser
 

@@ -37,6 +37,7 @@ class AgentConfig:
     event_log: Path | None = DEFAULT_EVENT_LOG
     labels: Mapping[str, str] | None = None
     timeout: float = 30.0
+    new_ak: bool = False  # forget the saved AK and enroll a new one (after a TPM clear)
 
 
 def channel(address: str) -> grpc.Channel:
@@ -60,6 +61,9 @@ def choose_ek(tpm: Tpm, ek_alg: str) -> tuple[str, bytes]:
 def enroll(config: AgentConfig, stop: threading.Event, force: bool = False) -> str:
     """Enroll this TPM (if not already) and return the device id."""
     state = AgentState(config.state_dir)
+    if config.new_ak:
+        log.warning("forgetting the saved AK: a new one needs an operator's approval")
+        state.forget_ak()
     with Tpm.open(config.tcti) as tpm:
         ak = tpm.load_or_create_ak(state, config.ak_alg)
         record = state.enrollment()

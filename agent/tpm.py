@@ -304,8 +304,10 @@ class Tpm:
                 handle = self._esapi.load(parent.handle, private, public, session1=session)
             except TSS2_Exception as exc:
                 raise TpmError(
-                    f"the saved AK does not load under this TPM's {parent.template} ({exc}); "
-                    "the state directory belongs to another TPM or is damaged"
+                    f"the saved AK does not load under this TPM's {parent.template} ({exc}): "
+                    "the TPM was cleared, or the state directory belongs to another TPM or is "
+                    "damaged; after a TPM clear run 'attest-agent enroll --new-ak' and have an "
+                    "operator approve the new AK"
                 ) from exc
         self._transient.append(handle)
         name = bytes(self._esapi.tr_get_name(handle))

@@ -12,14 +12,17 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
+from tpm2_pytss import ESAPI
+from tpm2_pytss.constants import ESYS_TR
 
 from agent.flows import AgentConfig, channel, enroll, evidence_for
 from agent.state import AgentState
-from agent.tpm import Tpm
+from agent.tpm import Tpm, TpmError
 from proto.fleetattest.v1 import fleetattest_pb2 as pb
 from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier, SimDevice
@@ -316,3 +319,30 @@ def _try(address: str, request: pb.AttestRequest) -> str:
         assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc
         return "refused"
     return "accepted"
+
+
+def test_tpm_clear_needs_a_new_ak_approved_and_then_starts_a_new_counter_baseline(
+    fleet: Fleet,
+) -> None:
+    device = enrolled(fleet, "cleared")
+    address = fleet.live.address
+    device.reboot()
+    device.reboot()
+    before = device.attest(address)
+    assert before.boot_epoch.reset_count >= 2
+    with ESAPI(device.tpm.tcti) as esapi:
+        esapi.clear(ESYS_TR.PLATFORM)  # the owner's keys, AK included, are gone
+    device.reboot()
+    with pytest.raises(TpmError, match="enroll --new-ak"):
+        device.attest(address)
+    config = replace(device.config(address), new_ak=True)
+    with pytest.raises(grpc.RpcError) as info:
+        enroll(config, threading.Event())
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    record = fleet.live.store.get_device(device.device_id)
+    assert record is not None and record.pending_ak_name
+    fleet.live.verifier.enrollment.approve_ak(device.device_id, record.pending_ak_name.hex())
+    assert enroll(device.config(address), threading.Event()) == device.device_id
+    after = device.attest(address)
+    assert after.boot_epoch.reset_count < before.boot_epoch.reset_count  # counters were reset
+    assert after.status == pb.STATUS_AFFIRMING, [r.code for r in after.reasons]

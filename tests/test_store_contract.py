@@ -198,27 +198,28 @@ def test_bump_enrollment_of_unknown_device_is_refused(store: Store) -> None:
 def test_pending_ak_is_approved_only_under_its_own_name(store: Store) -> None:
     store.insert_device(device())
     store.set_pending_ak("dev-a", b"new-ak-public", b"\x00\x0bnew-name")
-    assert not store.approve_pending_ak("dev-a", b"\x00\x0bother-name")
+    assert not store.approve_pending_ak("dev-a", b"\x00\x0bother-name", NOW)
     unchanged = store.get_device("dev-a")
     assert unchanged is not None
     assert unchanged.ak_name == device().ak_name
     assert unchanged.pending_ak_name == b"\x00\x0bnew-name"
 
-    assert store.approve_pending_ak("dev-a", b"\x00\x0bnew-name")
+    assert store.approve_pending_ak("dev-a", b"\x00\x0bnew-name", NOW + 60)
     approved = store.get_device("dev-a")
     assert approved is not None
     assert (approved.ak_public, approved.ak_name) == (b"new-ak-public", b"\x00\x0bnew-name")
+    assert approved.enrolled_at == NOW + 60  # the new AK is trusted from its approval on
     assert (approved.pending_ak_public, approved.pending_ak_name) == (b"", b"")
-    assert not store.approve_pending_ak("dev-a", b"\x00\x0bnew-name")  # used once
+    assert not store.approve_pending_ak("dev-a", b"\x00\x0bnew-name", NOW)  # used once
 
 
 def test_approving_an_empty_name_without_pending_ak_does_not_blank_the_trusted_ak(
     store: Store,
 ) -> None:
     store.insert_device(device())
-    assert not store.approve_pending_ak("dev-a", b"")
+    assert not store.approve_pending_ak("dev-a", b"", NOW)
     assert store.get_device("dev-a") == device()
-    assert not store.approve_pending_ak("nobody", b"\x00\x0bnew-name")
+    assert not store.approve_pending_ak("nobody", b"\x00\x0bnew-name", NOW)
 
 
 def test_pending_ak_for_unknown_device_is_refused(store: Store) -> None:

@@ -143,7 +143,7 @@ class Verifier:
             issued=issued,
             profile=profile,
             golden_digest=golden.profile_set.digest,
-            previous=self.store.latest_verdict(device.device_id),
+            previous=self._previous(device),
             ek_not_after=device.ek_not_after,
             limits=self.settings.limits,
             log_cache=self._log_cache,
@@ -298,6 +298,15 @@ class Verifier:
                 f"no golden profile matches device {device.device_id} labels {device.labels}"
             )
         return profile
+
+    def _previous(self, device: DeviceRecord) -> Verdict | None:
+        """The verdict counters are compared with: the latest one since the current AK became
+        trusted. A TPM2_Clear resets the counters and destroys the AK; after the operator
+        approves the new AK, the old boots are no baseline for the new ones."""
+        previous = self.store.latest_verdict(device.device_id)
+        if previous is None or previous.issued_at < device.enrolled_at:
+            return None
+        return previous
 
     def _ak(self, device: DeviceRecord) -> EnrolledAk:
         with self._ak_lock:

@@ -149,7 +149,7 @@ def cmd_verdict_show(ns: argparse.Namespace) -> int:
 def cmd_approve_ak(ns: argparse.Namespace) -> int:
     store = open_store(ns.db)
     device_id = _resolve_device(store.list_devices(), ns.device)
-    if not store.approve_pending_ak(device_id, bytes.fromhex(ns.ak_name)):
+    if not store.approve_pending_ak(device_id, bytes.fromhex(ns.ak_name), time.time()):
         print(f"device {device_id} has no pending AK named {ns.ak_name}", file=sys.stderr)
         return 1
     print(f"approved AK {ns.ak_name} for {device_id}")

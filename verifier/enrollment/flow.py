@@ -159,7 +159,7 @@ class Enrollment:
             raise errors.MalformedEvidence("AK name must be hex") from exc
         if self.store.get_device(device_id) is None:
             raise errors.UnknownDevice(f"no enrolled device {device_id}")
-        if not self.store.approve_pending_ak(device_id, ak_name):
+        if not self.store.approve_pending_ak(device_id, ak_name, self.clock()):
             raise errors.EnrollmentRefused(
                 f"device {device_id} has no pending AK named {ak_name_hex}"
             )

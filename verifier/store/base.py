@@ -32,7 +32,7 @@ class DeviceRecord:
     ak_name: bytes
     labels: dict[str, str]
     enrollment_count: int
-    enrolled_at: float
+    enrolled_at: float  # when the current AK became trusted (enrollment or approval)
     pending_ak_public: bytes = b""  # a new AK waiting for operator approval
     pending_ak_name: bytes = b""
 
@@ -90,8 +90,9 @@ class Store(Protocol):
         ...
 
     def set_pending_ak(self, device_id: str, ak_public: bytes, ak_name: bytes) -> None: ...
-    def approve_pending_ak(self, device_id: str, ak_name: bytes) -> bool:
-        """Make the pending AK (whose name must equal ``ak_name``) the trusted one."""
+    def approve_pending_ak(self, device_id: str, ak_name: bytes, now: float) -> bool:
+        """Make the pending AK (whose name must equal ``ak_name``) the trusted one, from
+        ``now`` (recorded as ``enrolled_at``)."""
         ...
 
     def put_enrollment_challenge(self, challenge: EnrollmentChallenge) -> None: ...

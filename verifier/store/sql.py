@@ -159,7 +159,8 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
         ),
         approve_pending_ak=q(
             "UPDATE devices SET ak_public = pending_ak_public, ak_name = pending_ak_name,"
-            f" pending_ak_public = {empty_blob}, pending_ak_name = {empty_blob}"
+            f" pending_ak_public = {empty_blob}, pending_ak_name = {empty_blob},"
+            " enrolled_at = ?"
             " WHERE device_id = ? AND length(pending_ak_name) > 0 AND pending_ak_name = ?"
             " RETURNING device_id"
         ),
@@ -362,8 +363,8 @@ class SqlStore(ABC, Generic[Conn]):
         if not self._write("park new AK", self.statements.set_pending_ak, params):
             raise UnknownDevice(f"store: park new AK: no enrolled device {device_id}")
 
-    def approve_pending_ak(self, device_id: str, ak_name: bytes) -> bool:
-        params = (device_id, ak_name)
+    def approve_pending_ak(self, device_id: str, ak_name: bytes, now: float) -> bool:
+        params = (now, device_id, ak_name)
         return bool(self._write("approve AK", self.statements.approve_pending_ak, params))
 
     def put_enrollment_challenge(self, challenge: EnrollmentChallenge) -> None:
