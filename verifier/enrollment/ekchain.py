@@ -42,6 +42,7 @@ import base64
 import datetime
 import hashlib
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.utils import CryptographyDeprecationWarning
 
 from verifier.enrollment import der
 from verifier.enrollment.tpmpublic import TpmPublic
@@ -108,7 +110,10 @@ def parse_certificate(data: bytes, what: str) -> Certificate:
     """Parse ``data`` (DER); raise ``UntrustedEndorsement("cannot parse ...")`` otherwise."""
     try:
         parts = der.split_certificate(data)
-        view = x509.load_der_x509_certificate(der.canonical(data))
+        with warnings.catch_warnings():
+            # Real EK certificates carry negative serials; they are read on purpose.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            view = x509.load_der_x509_certificate(der.canonical(data))
         extensions = {ext.oid: ext for ext in parts.extensions}
         is_ca, path_len = False, None
         if der.OID_BASIC_CONSTRAINTS in extensions:
