@@ -127,6 +127,10 @@ def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
         try:
             verdict = attest_once(config, device_id, stop)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # the verifier lost this device
+                log.warning("the verifier does not know %s; enrolling again", device_id)
+                device_id = enroll(config, stop, force=True)
+                continue
             if not is_transient(exc) and exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
             wait = backoff.delay(attempt, rng)

@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from simulator.fleet import Fleet, SimDevice
+from simulator.fleet import Fleet, RunningVerifier, SimDevice
 from simulator.profiles import GOOD_A, INIT_SH
 from verifier import cli
 
 pytestmark = pytest.mark.swtpm
+GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 ENV = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
 
 
@@ -93,3 +95,32 @@ def test_operator_sees_devices_and_verdict_reasons(
     assert "kernel_cmdline_mismatch" in shown and "NOT TRUSTED" in shown
     assert cli.main(["verdict", "show", "dev-nope", "--db", db]) == 2
     assert "matches 0 devices" in capsys.readouterr().err
+
+
+def test_agent_run_enrolls_again_when_the_verifier_lost_its_database(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    device = fleet.add_device("amnesia", GOOD_A)
+    first = fleet.live
+    device.attest(first.address)
+    fresh = RunningVerifier(tmp_path / "fresh", fleet.trust_dir, GOLDEN)  # an empty store
+    process = subprocess.Popen(
+        agent_argv(device, fresh.address, "run"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while fresh.store.latest_verdict(device.device_id) is None:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the agent did not enroll again"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        fresh.close()
+    assert process.returncode == 0
