@@ -4,7 +4,7 @@ isort:skip_file
 fleet-attest API, version 1.
 
 This file is the source of truth. Regenerate the Python modules beside it with
-  .venv/bin/python -m scripts.genproto
+  .venv/bin/python scripts/genproto.py
 (tests/test_proto.py fails when the committed modules are stale).
 
 Three audiences, three services:
