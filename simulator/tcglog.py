@@ -1,4 +1,4 @@
-"""TCG PC Client crypto-agile event logs: encode, replay, and a minimal parser for real logs.
+"""TCG PC Client crypto-agile event logs: encode and replay, and real logs read for replay.
 
 Layout (TCG PC Client Platform Firmware Profile, section 10):
 
@@ -13,22 +13,20 @@ Layout (TCG PC Client Platform Firmware Profile, section 10):
 
 Replay: a bank starts at all zeros (PCR 0 at ``00..0L`` when an EV_NO_ACTION StartupLocality
 event says locality L) and each event that is not EV_NO_ACTION extends
-``pcr = H(pcr || digest)``. The parser here exists so the simulator can replay a real machine's
-log into a TPM; the verifier has its own, stricter parser (``verifier.eventlog``). Its checks,
-in order: total size limit, the header, then per event the fixed fields, the digest count and
-sizes, the event size, each against the bytes left and the limits in ``verifier.limits``. Any
-failure, a limit included, raises ``EventLogError`` (the one error of this parser).
+``pcr = H(pcr || digest)``. Real logs (replayed into a TPM by the simulator) are read with the
+verifier's own parser (``verifier.eventlog.parse_event_log``): its checks and limits, and
+``EventLogError`` for anything it refuses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from verifier.errors import EventLogError
+from verifier.eventlog import parse_event_log
 from verifier.limits import DEFAULT_LIMITS, Limits
 
 # bank name -> (TPM_ALG_ID, digest size)
@@ -188,124 +186,29 @@ def extend_value(bank: str, old: bytes, digest: bytes) -> bytes:
     return hashlib.new(bank, old + digest).digest()
 
 
-# --- minimal parser for real logs ---------------------------------------------------------
+# --- real logs, read by the verifier's own parser -----------------------------------------
 
 
 @dataclass(frozen=True)
 class ParsedLog:
-    """A parsed log: the banks its header declares and its events after the header."""
+    """A parsed log: its banks and its events after the Spec ID header, as ``LogEvent``s."""
 
     banks: tuple[str, ...]
     crypto_agile: bool
     events: tuple[LogEvent, ...]
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise EventLogError(
-                f"truncated event log: {what} needs {n} bytes at offset {self.pos}, "
-                f"{len(self.data) - self.pos} left"
-            )
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u16(self, what: str) -> int:
-        return int(struct.unpack("<H", self.take(2, what))[0])
-
-    def u32(self, what: str) -> int:
-        return int(struct.unpack("<I", self.take(4, what))[0])
-
-    @property
-    def left(self) -> int:
-        return len(self.data) - self.pos
-
-
 def parse_log(data: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedLog:
-    """Parse a SHA-1-format or crypto-agile TCG PC Client log (checks in the module docstring)."""
-    if len(data) > limits.max_event_log_bytes:
-        raise EventLogError(f"event log of {len(data)} bytes exceeds {limits.max_event_log_bytes}")
-    reader = _Reader(data)
-    if not data:
-        raise EventLogError("empty event log")
-    first = _parse_sha1_event(reader, limits)
-    if first.event_type == EventType.EV_NO_ACTION and first.data.startswith(SPEC_ID_SIGNATURE):
-        algorithms = _parse_spec_id(first.data)
-        events = _parse_events2(reader, algorithms, limits)
-        return ParsedLog(tuple(name for name, _ in algorithms.values()), True, events)
-    sha1_events = [first]
-    while reader.left:
-        _check_count(len(sha1_events), limits)
-        sha1_events.append(_parse_sha1_event(reader, limits))
-    return ParsedLog(("sha1",), False, tuple(sha1_events))
-
-
-def _parse_sha1_event(reader: _Reader, limits: Limits) -> LogEvent:
-    pcr = reader.u32("PCRIndex")
-    event_type = reader.u32("EventType")
-    digest = reader.take(20, "SHA-1 digest")
-    data = reader.take(_event_size(reader, limits), "event data")
-    return LogEvent(pcr, event_type, (("sha1", digest),), data)
-
-
-def _parse_spec_id(body: bytes) -> dict[int, tuple[str, int]]:
-    """TPM_ALG_ID -> (bank name, digest size) from the Spec ID event's table."""
-    reader = _Reader(body)
-    reader.take(len(SPEC_ID_SIGNATURE) + 4 + 4, "Spec ID header")
-    count = reader.u32("numberOfAlgorithms")
-    if not 1 <= count <= len(ALGORITHMS) + 4:
-        raise EventLogError(f"Spec ID event declares {count} algorithms")
-    algorithms: dict[int, tuple[str, int]] = {}
-    for _ in range(count):
-        alg = reader.u16("algorithmId")
-        size = reader.u16("digestSize")
-        name = ALGORITHM_NAMES.get(alg, f"alg-0x{alg:04x}")
-        if name in ALGORITHMS and ALGORITHMS[name][1] != size:
-            raise EventLogError(f"Spec ID event gives {name} a digest size of {size}")
-        algorithms[alg] = (name, size)
-    return algorithms
-
-
-def _parse_events2(
-    reader: _Reader, by_alg: Mapping[int, tuple[str, int]], limits: Limits
-) -> tuple[LogEvent, ...]:
-    events: list[LogEvent] = []
-    while reader.left:
-        _check_count(len(events), limits)
-        pcr = reader.u32("PCRIndex")
-        event_type = reader.u32("EventType")
-        count = reader.u32("digest count")
-        if count > limits.max_digests_per_event:
-            raise EventLogError(
-                f"event with {count} digests exceeds {limits.max_digests_per_event}"
-            )
-        digests = []
-        for _ in range(count):
-            alg = reader.u16("hashAlg")
-            if alg not in by_alg:
-                raise EventLogError(f"digest algorithm 0x{alg:04x} not declared in the header")
-            name, size = by_alg[alg]
-            digests.append((name, reader.take(size, f"{name} digest")))
-        data = reader.take(_event_size(reader, limits), "event data")
-        events.append(LogEvent(pcr, event_type, tuple(digests), data))
-    return tuple(events)
-
-
-def _event_size(reader: _Reader, limits: Limits) -> int:
-    size = reader.u32("EventSize")
-    if size > limits.max_event_data_bytes:
-        raise EventLogError(f"event of {size} bytes exceeds {limits.max_event_data_bytes}")
-    return size
-
-
-def _check_count(count: int, limits: Limits) -> None:
-    if count >= limits.max_events:
-        raise EventLogError(f"event log has more than {limits.max_events} events")
+    """Parse a SHA-1-format or crypto-agile TCG PC Client log with ``verifier.eventlog``
+    (every check and limit is the verifier's; ``EventLogError`` otherwise)."""
+    log = parse_event_log(data, limits)
+    agile = log.format == "crypto_agile"
+    events = tuple(
+        LogEvent(e.pcr, e.type, tuple(e.digests.items()), e.data)
+        for e in log.events
+        if not (agile and e.number == 0)  # the Spec ID header
+    )
+    return ParsedLog(log.banks, agile, events)
 
 
 def _sized(data: bytes) -> bytes:

@@ -41,10 +41,11 @@ def check(
     requested: tuple[int, ...] = (0, 7, 23),
     signature: bytes | None = None,
     key: object = None,
+    attest: bytes | None = None,
 ) -> object:
-    attest, sig = ak.quote(q)
+    signed, sig = ak.quote(q)
     return check_quote(
-        attest_bytes=attest,
+        attest_bytes=attest if attest is not None else signed,
         signature_bytes=signature if signature is not None else sig,
         pcr_values=tuple((sent if sent is not None else dict(q.pcrs)).items()),
         ak_public_key=key if key is not None else ak.key.public_key(),
@@ -68,19 +69,11 @@ def test_quote_signed_by_another_key_is_rejected(ak: SoftAk) -> None:
 
 
 def test_quote_with_a_flipped_byte_is_rejected(ak: SoftAk) -> None:
-    attest, sig = ak.quote(QuoteFields(NONCE, "sha256", PCRS))
+    q = QuoteFields(NONCE, "sha256", PCRS)
+    attest = attest_bytes(q)
     tampered = attest[:-1] + bytes([attest[-1] ^ 1])
     with pytest.raises(errors.SignatureInvalid):
-        check_quote(
-            attest_bytes=tampered,
-            signature_bytes=sig,
-            pcr_values=tuple(PCRS.items()),
-            ak_public_key=ak.key.public_key(),
-            ak_hash="sha256",
-            nonce=NONCE,
-            bank="sha256",
-            pcrs=(0, 7, 23),
-        )
+        check(ak, q, attest=tampered)
 
 
 def test_structure_without_tpm_generated_magic_is_rejected(ak: SoftAk) -> None:
@@ -156,19 +149,11 @@ def test_sha1_quote_where_sha256_was_requested_is_rejected(ak: SoftAk) -> None:
 
 
 def test_signature_with_a_hash_other_than_the_aks_scheme_is_rejected(ak: SoftAk) -> None:
-    attest, sig = ak.quote(QuoteFields(NONCE, "sha256", PCRS))
+    q = QuoteFields(NONCE, "sha256", PCRS)
+    attest, sig = ak.quote(q)
     relabelled = sig[:2] + struct.pack(">H", 0x000C) + sig[4:]  # claims SHA-384
     with pytest.raises(errors.SignatureInvalid):
-        check_quote(
-            attest_bytes=attest,
-            signature_bytes=relabelled,
-            pcr_values=tuple(PCRS.items()),
-            ak_public_key=ak.key.public_key(),
-            ak_hash="sha256",
-            nonce=NONCE,
-            bank="sha256",
-            pcrs=(0, 7, 23),
-        )
+        check(ak, q, attest=attest, signature=relabelled)
 
 
 def test_truncated_attest_is_rejected_as_malformed() -> None:

@@ -211,7 +211,7 @@ def _data_end(data: bytes, start: int, size: int, index: int, offset: int, limit
     end = start + size
     if end > len(data):
         raise EventLogError(
-            f"event {index} at offset {offset}: event size {size} runs past the end of the log"
+            f"event {index} at offset {offset}: truncated data: event size {size} runs past the end"
             f" ({len(data) - start} bytes left)"
         )
     return end

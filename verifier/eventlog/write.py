@@ -1,9 +1,11 @@
-"""Write crypto-agile event logs: the inverse of ``parse`` (for the simulator and for tests).
+"""Write crypto-agile event logs: the inverse of ``parse``, for the tests' crafted vectors.
+
+(The simulator's firmware writes its logs with ``simulator.tcglog``, which keeps the event
+order and bank checks a boot needs; this writer writes whatever it is given.)
 
 ``encode_log`` emits the Spec ID Event03 for ``banks`` followed by each event in the
 crypto-agile format; ``measured`` builds an event whose digests are the hashes of
-``measured_bytes`` (the event data unless given), as firmware would. Nothing here checks
-policy: it writes whatever it is given, which is what attack tests need.
+``measured_bytes`` (the event data unless given), as firmware would.
 """
 
 from __future__ import annotations
