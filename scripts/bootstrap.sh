@@ -39,7 +39,7 @@ python_env() {
     local want
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        log "installing fleet-attest and its dependencies into .venv (tpm2-pytss builds from source: about a minute)"
+        log "installing fleet-attest and its dependencies into .venv (tpm2-pytss builds from source)"
         .venv/bin/python -m pip install -q --upgrade pip >/dev/null
         .venv/bin/python -m pip install -q -e ".[dev]"
         echo "$want" >"$stamp"
