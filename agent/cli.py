@@ -24,11 +24,12 @@ from types import FrameType
 
 import grpc
 
+from agent import __version__
 from agent.backoff import Backoff, Stopped, is_transient
 from agent.flows import DEFAULT_EVENT_LOG, AgentConfig, attest_once, enroll
 from agent.state import StateError
 from agent.tpm import TpmError
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 
 log = logging.getLogger("attest-agent")
 
@@ -71,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attest-agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, func, text in (
         ("enroll", cmd_enroll, "enroll this TPM with the verifier (once)"),

@@ -18,8 +18,8 @@ import grpc
 from agent.backoff import Backoff, retry
 from agent.state import AgentState
 from agent.tpm import Tpm
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from verifier.eventlog import (
-    BootFacts,
-    evaluate_event_rules,
-    extract_facts,
-    parse_event_log,
-    replay,
-)
+from verifier.eventlog import BootFacts, extract_facts, parse_event_log, replay
 from verifier.golden.model import CmdlineRule, EventRules
+from verifier.golden.rules import evaluate_event_rules
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "eventlogs"
 LOGS = {

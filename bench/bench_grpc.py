@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from agent.flows import channel, evidence_for
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, SimDevice
 from simulator.profiles import GOOD_A
 

@@ -27,8 +27,8 @@ from simulator.profiles import GOOD_A
 from simulator.softquote import QuoteFields, SoftAk
 from verifier.app import Verifier, open_trust
 from verifier.evidence import Evidence
-from verifier.golden.live import LiveGolden
 from verifier.limits import DEFAULT_LIMITS
+from verifier.livegolden import LiveGolden
 from verifier.store import open_store
 from verifier.store.base import DeviceRecord
 from verifier.token import KeyRing

@@ -24,13 +24,13 @@ import grpc
 
 from agent.flows import AgentConfig, attest_once, enroll
 from agent.tpm import Tpm
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 from simulator.ca import LocalCa
 from simulator.firmware import FirmwareProfile, UnreplayableLog, boot, replay_real_log
 from simulator.swtpm import STARTUP_LOCALITIES, SwtpmFactory, SwtpmInstance
 from simulator.tcglog import parse_log, pcr0_start
 from verifier.app import Verifier, VerifierSettings, open_trust
-from verifier.golden.live import LiveGolden
+from verifier.livegolden import LiveGolden
 from verifier.service.server import build_server
 from verifier.store import open_store
 from verifier.token import KeyRing

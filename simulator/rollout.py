@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agent.flows import channel
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.firmware import FirmwareProfile
 from simulator.fleet import SimDevice, status_name
 

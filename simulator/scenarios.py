@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import grpc
 
 from agent.flows import channel, evidence_for
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, SimDevice, rpc_error_text, status_name
 from simulator.profiles import (
     GOOD_A,

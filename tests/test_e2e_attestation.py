@@ -23,8 +23,8 @@ from tpm2_pytss.constants import ESYS_TR
 from agent.flows import AgentConfig, channel, enroll, evidence_for
 from agent.state import AgentState
 from agent.tpm import Tpm, TpmError
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier, SimDevice
 from simulator.profiles import GOOD_A
 from simulator.swtpm import HOST

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from agent.flows import channel, choose_ek, enroll
 from agent.state import AgentState
 from agent.tpm import Tpm
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier, SimDevice
 from simulator.profiles import GOOD_A
 from simulator.softquote import AK_ATTRIBUTES, DECRYPT, FIXED_TPM, RESTRICTED, SoftAk

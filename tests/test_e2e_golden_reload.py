@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from agent.flows import channel
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier
 from simulator.profiles import GOOD_A, INIT_SH
 from verifier import cli

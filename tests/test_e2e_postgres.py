@@ -14,8 +14,8 @@ import pytest
 from pgcluster import fresh_schema_url, pg_cluster  # noqa: F401 (the fixture)
 
 from agent.flows import channel, evidence_for
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier
 from simulator.profiles import GOOD_A
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verifier.eventlog import appraise_event_log, parse_event_log, replay
+from verifier.eventlog import parse_event_log, replay
 from verifier.eventlog.parse import EV_EFI_BOOT_SERVICES_APPLICATION, EV_IPL
 from verifier.eventlog.write import RawEvent, encode_event, measured
+from verifier.golden.logcheck import appraise_event_log
 from verifier.verdict import Status, worst
 
 DATA = Path(__file__).parent / "data" / "eventlogs"

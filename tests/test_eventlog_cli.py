@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier.eventlog import cli
+from verifier.cli import eventlog as cli
 
 DATA = Path(__file__).parent / "data" / "eventlogs"
 SECUREBOOT = DATA / "keylime/binary_bios_measurements-secureboot"

@@ -9,9 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from verifier.cli.eventlog import describe
 from verifier.errors import EventLogError
-from verifier.eventlog import appraise_event_log, extract_facts, parse_event_log, replay
-from verifier.eventlog.cli import describe
+from verifier.eventlog import extract_facts, parse_event_log, replay
+from verifier.golden.logcheck import appraise_event_log
 from verifier.golden.model import QUIRKS
 
 DATA = Path(__file__).parent / "data" / "eventlogs"

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from verifier.eventlog import (
-    BootFacts,
-    evaluate_event_rules,
-    extract_facts,
-    parse_event_log,
-    rules_pcrs,
-    rules_quote_pcrs,
-)
+from verifier.eventlog import BootFacts, extract_facts, parse_event_log
 from verifier.golden.model import CmdlineRule, EventRules
+from verifier.golden.rules import evaluate_event_rules, rules_pcrs, rules_quote_pcrs
 from verifier.verdict import Status
 
 DATA = Path(__file__).parent / "data" / "eventlogs"

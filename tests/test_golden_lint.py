@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from verifier.cli import main
+from verifier.cli.golden import lint
 from verifier.golden import fields
-from verifier.golden.cli import lint
 from verifier.golden.load import GoldenError, load_golden_dir, load_golden_texts
 from verifier.golden.model import BANKS, QUIRKS
 from verifier.golden.nodes import Mapping, Node, Scalar, compose

@@ -383,9 +383,9 @@ def test_cli_learn_errors_are_one_line_with_exit_2(
         (["--event-log", str(tampered), "--pcrs", str(bad_json)], "PCR 0 is not hex"),
         (["--event-log", str(tampered)], "go together"),
         ([], "give either"),
-        (["--db", str(db), "--device", "dev-"], "matches 2 devices"),
-        (["--db", str(db), "--device", "nope"], "matches 0 devices"),
-        (["--db", str(tmp_path / "missing.db"), "--device", "x"], "no such database"),
+        (["--db", str(db), "--device", "dev-"], "matches several devices: dev-a, dev-b"),
+        (["--db", str(db), "--device", "nope"], "no enrolled device has an id starting with"),
+        (["--db", str(tmp_path / "missing.db"), "--device", "x"], "no database at"),
         (["--db", str(db), "--device", "dev-a", "--output", str(existing)], "exists"),
     ]
     for extra, message in cases:
@@ -402,7 +402,9 @@ def test_cli_explain_shows_pass_and_fail_rows(
     db = make_store(
         tmp_path / "v.db", [evidence(TAMPERED_BOOTLOADER, "abc123"), evidence(GOOD_A, "b")]
     )
-    code, out, err = run(["golden", "explain", "abc", "--db", str(db)], capsys)
+    code, out, err = run(
+        ["golden", "explain", "abc", "--db", str(db), "--golden", str(GOLDEN_DIR)], capsys
+    )
     assert (code, err) == (0, "")
     assert "status   contraindicated  release -" in out
     assert re.search(r"^RELEASE\s+RULE\s+RESULT\s+EXPECTED\s+ACTUAL$", out, re.M)
@@ -413,8 +415,12 @@ def test_cli_explain_shows_pass_and_fail_rows(
     grub, evil_grub = GOOD_A.grub.digest().hex(), TAMPERED_BOOTLOADER.grub.digest().hex()
     assert re.search(rf"^\s+{grub}\s+{evil_grub}$", out, re.M)  # chain item 2, side by side
     assert re.search(r"^fw-1\.0\.0\s+not_after\s+PASS\s+until 2031-01-01T00:00:00Z", out, re.M)
-    code, out, err = run(["golden", "explain", "zzz", "--db", str(db)], capsys)
-    assert code == 2 and "matches 0 devices" in err and err.count("\n") == 1
+    code, out, err = run(
+        ["golden", "explain", "zzz", "--db", str(db), "--golden", str(GOLDEN_DIR)], capsys
+    )
+    assert (
+        code == 2 and "no enrolled device has an id starting with" in err and err.count("\n") == 1
+    )
     code, out, err = run(
         ["golden", "explain", "b", "--db", str(db), "--golden", str(tmp_path)], capsys
     )
@@ -431,7 +437,9 @@ def test_cli_dry_run_prints_the_flips_and_changes_nothing(
         SIM_YAML.replace('ro quiet"}\n  - name: fw-1.1.0', 'ro"}\n  - name: fw-1.1.0')
     )
     before = _snapshot(db)
-    code, out, err = run(["golden", "dry-run", str(proposed), "--db", str(db)], capsys)
+    code, out, err = run(
+        ["golden", "dry-run", str(proposed), "--db", str(db), "--golden", str(GOLDEN_DIR)], capsys
+    )
     assert (code, err) == (0, "")
     assert "3 devices: affirming -> contraindicated, rule kernel_cmdline\n" in out
     assert "2 devices unchanged\n" in out
@@ -450,7 +458,9 @@ def test_cli_dry_run_of_an_invalid_directory_prints_problems_and_exits_1(
         SIM_YAML.replace("kernel_cmdline: {exact", "kernel_cmdlin: {exact", 1)
     )
     before = _snapshot(db)
-    code, out, err = run(["golden", "dry-run", str(proposed), "--db", str(db)], capsys)
+    code, out, err = run(
+        ["golden", "dry-run", str(proposed), "--db", str(db), "--golden", str(GOLDEN_DIR)], capsys
+    )
     assert (code, err) == (1, "")
     line = (
         SIM_YAML.splitlines().index(
@@ -461,7 +471,10 @@ def test_cli_dry_run_of_an_invalid_directory_prints_problems_and_exits_1(
     assert re.search(rf"sim-gateway\.yaml:{line}:5: .*kernel_cmdlin", out)
     assert "nothing evaluated" in out and "devices" not in out
     assert _snapshot(db) == before
-    code, out, err = run(["golden", "dry-run", str(tmp_path / "nope"), "--db", str(db)], capsys)
+    code, out, err = run(
+        ["golden", "dry-run", str(tmp_path / "nope"), "--db", str(db), "--golden", str(GOLDEN_DIR)],
+        capsys,
+    )
     assert code == 2 and "not a readable directory" in err and err.count("\n") == 1
 
 

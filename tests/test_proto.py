@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = (
@@ -24,7 +24,7 @@ def test_committed_generated_code_is_not_stale(tmp_path: Path) -> None:
         capture_output=True,
     )
     for name in GENERATED:
-        fresh = (tmp_path / "proto" / "fleetattest" / "v1" / name).read_bytes()
+        fresh = (tmp_path / "fleetattest" / "v1" / name).read_bytes()
         committed = (ROOT / "proto" / "fleetattest" / "v1" / name).read_bytes()
         assert fresh == committed, f"{name} is stale: run scripts/genproto.py"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 from simulator import efi
 from simulator.firmware import FirmwareProfile, boot_events
 from simulator.profiles import GOOD_A, INIT_SH, RETIRED, SECUREBOOT_OFF

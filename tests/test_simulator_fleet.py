@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent.tpm import Tpm
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 from simulator.fleet import Fleet
 from simulator.profiles import GOOD_A, GOOD_B, TAMPERED_BOOTLOADER
 from simulator.rollout import run_rollout

@@ -1,4 +1,4 @@
-"""The verifier's application layer: the flows of DESIGN.md, between the pure core and the edges.
+"""The verifier's application layer: the flows (ARCHITECTURE.md), between the core and the edges.
 
 ``Verifier`` owns the store, the EK trust anchors, the live golden set and the clock, and runs
 each flow as a short sequence of steps; every check itself lives in a pure module
@@ -30,11 +30,11 @@ from verifier.enrollment.flow import Enrollment
 from verifier.enrollment.tpmpublic import TpmPublic, parse_tpm2b_public
 from verifier.evidence import Evidence
 from verifier.golden.evidence_policy import LogAppraisalCache
-from verifier.golden.live import LiveGolden
 from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
 from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.livegolden import LiveGolden
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
     DeviceRecord,

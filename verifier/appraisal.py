@@ -30,7 +30,7 @@ from verifier.golden.evidence_policy import LogAppraisalCache, evaluate_boot
 from verifier.golden.model import Profile
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.quote import ClockInfo, check_quote
-from verifier.store.base import IssuedNonce
+from verifier.records import IssuedNonce
 from verifier.verdict import BootEpoch, Reason, Status, Verdict, worst
 
 

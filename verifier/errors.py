@@ -49,6 +49,10 @@ class UnknownDevice(AttestationError):
     """No enrolled device with that id."""
 
 
+class AmbiguousDevice(AttestationError):
+    """A device-id prefix that matches more than one device (the candidates are listed)."""
+
+
 class EnrollmentRefused(AttestationError):
     """Enrollment cannot proceed: untrusted endorsement or unacceptable key."""
 

@@ -1,16 +1,14 @@
-"""Measured boot: parse and replay TCG PC Client event logs, extract boot facts, event rules.
+"""Measured boot, decoded: parse and replay TCG PC Client event logs, extract boot facts.
 
 ``parse`` (bytes -> ``EventLog``, ``EventLogError`` only) -> ``replay`` (per bank, PCR values)
--> ``facts`` (facts bound to their digests, from trusted PCRs only, plus problems) ->
-``rules`` (facts vs a release's ``EventRules``). ``appraise_event_log`` chains them against
-the quoted PCRs for the attestation appraisal.
+-> ``facts`` (facts bound to their digests, from trusted PCRs only, plus problems). This package
+decodes and never judges: the policy package (``verifier.golden``) compares facts with a
+release (``golden.rules``) and checks a log against quoted PCRs (``golden.logcheck``).
 """
 
-from verifier.eventlog.appraise import LogAppraisal, appraise_event_log
 from verifier.eventlog.facts import Authority, BootApp, BootFacts, FirmwareBlob, extract_facts
 from verifier.eventlog.parse import Event, EventLog, SpecId, parse_event_log
 from verifier.eventlog.replay import ReplayResult, replay
-from verifier.eventlog.rules import evaluate_event_rules, rules_pcrs, rules_quote_pcrs
 
 __all__ = [
     "Authority",
@@ -19,14 +17,9 @@ __all__ = [
     "Event",
     "EventLog",
     "FirmwareBlob",
-    "LogAppraisal",
     "ReplayResult",
     "SpecId",
-    "appraise_event_log",
-    "evaluate_event_rules",
     "extract_facts",
     "parse_event_log",
     "replay",
-    "rules_pcrs",
-    "rules_quote_pcrs",
 ]

@@ -1,6 +1,6 @@
 """Replay a parsed event log, one bank at a time, to the PCR values it implies.
 
-Invariants (DESIGN.md, appraisal invariant 5):
+Invariants (ARCHITECTURE.md, appraisal invariant 5):
 
 - Every PCR starts at zero, except PCR 0: it starts at the startup locality in its last byte
   (a ``StartupLocality`` EV_NO_ACTION event, locality 3 on real machines) or at 4 when the log

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from verifier.eventlog import BootFacts, evaluate_event_rules
+from verifier.eventlog import BootFacts
 from verifier.golden.model import Profile, Release
+from verifier.golden.rules import evaluate_event_rules
 from verifier.verdict import Reason
 
 

@@ -20,9 +20,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from verifier.eventlog import BootFacts, LogAppraisal, appraise_event_log, rules_pcrs
+from verifier.eventlog import BootFacts
 from verifier.golden.evaluate import PolicyOutcome, evaluate_profile
+from verifier.golden.logcheck import LogAppraisal, appraise_event_log
 from verifier.golden.model import Profile
+from verifier.golden.rules import rules_pcrs
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.verdict import Reason, Status, worst
 

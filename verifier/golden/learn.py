@@ -24,13 +24,14 @@ import json
 from collections.abc import Mapping, Sequence
 
 from verifier.errors import EventLogError, PolicyViolation
-from verifier.eventlog import BootFacts, appraise_event_log, parse_event_log
+from verifier.eventlog import BootFacts, parse_event_log
 from verifier.eventlog.facts import SecureBootDb
 from verifier.golden.load import GoldenError, load_golden_texts
+from verifier.golden.logcheck import appraise_event_log
 from verifier.golden.model import BANKS
 from verifier.golden.whatif import evaluate_evidence
 from verifier.limits import DEFAULT_LIMITS, Limits
-from verifier.store.base import StoredEvidence
+from verifier.records import StoredEvidence
 from verifier.verdict import Reason, Status
 
 ITEM = "  "  # indentation of the list item under ``releases:``

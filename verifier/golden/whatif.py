@@ -33,7 +33,7 @@ from verifier.golden.evaluate import release_reasons, retirement
 from verifier.golden.evidence_policy import evaluate_boot
 from verifier.golden.model import GoldenSet, Profile, Release
 from verifier.limits import DEFAULT_LIMITS, Limits
-from verifier.store.base import StoredEvidence
+from verifier.records import StoredEvidence
 from verifier.verdict import Reason, Status, worst
 
 NOT_QUOTED = "(not quoted)"

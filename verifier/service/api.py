@@ -14,8 +14,8 @@ from typing import TypeVar
 
 import grpc
 
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier import __version__, errors
 from verifier.app import Verifier
 from verifier.enrollment.flow import EnrollmentOutcome

@@ -11,7 +11,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 from verifier import errors
 from verifier.evidence import Evidence
 from verifier.limits import Limits

@@ -14,7 +14,7 @@ from concurrent import futures
 
 import grpc
 
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier.app import Verifier
 from verifier.service.api import AgentService, OperatorService, RelyingPartyService
 

@@ -35,8 +35,17 @@ from typing import Any
 
 from verifier.errors import StoreUnavailable, UnknownDevice
 from verifier.limits import DEFAULT_LIMITS, Limits
-from verifier.store.pgschema import VERDICT_LOCK, migrate
-from verifier.store.sql import VERDICT_PARAMS, Params, Row, SqlStore, dialect, marks
+from verifier.store.pgschema import SCHEMA_VERSION, VERDICT_LOCK, migrate
+from verifier.store.sql import (
+    VERDICT_PARAMS,
+    VERSION_QUERY,
+    Params,
+    Row,
+    SqlStore,
+    check_schema_current,
+    dialect,
+    marks,
+)
 
 # One statement (one round trip): the FROM clause takes the lock before the identity value is
 # drawn, and the statement's own transaction holds it until it commits. The lock key is a
@@ -74,13 +83,23 @@ def _redact(url: str) -> str:
 class PostgresStore(SqlStore[Any]):
     statements = _STATEMENTS
 
-    def __init__(self, url: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, url: str, limits: Limits = DEFAULT_LIMITS, *, read_only: bool = False
+    ) -> None:
         self._psycopg = _import_psycopg()
         self.url = url
+        self._read_only = read_only
         super().__init__(_redact(url), limits)
         conn = self._conn()
         try:
-            migrate(conn, self.where)
+            if read_only:
+                row = conn.execute(VERSION_QUERY).fetchone()
+                check_schema_current(row, SCHEMA_VERSION, self.where)
+            else:
+                migrate(conn, self.where)
+        except StoreUnavailable:
+            self.close()
+            raise
         except self._psycopg.Error as exc:
             self.close()
             raise StoreUnavailable(f"store: cannot open {self.where}: {exc}") from exc
@@ -93,7 +112,10 @@ class PostgresStore(SqlStore[Any]):
 
     def _connect(self) -> Any:
         try:
-            return self._psycopg.connect(self.url, autocommit=True, prepare_threshold=0)
+            conn = self._psycopg.connect(self.url, autocommit=True, prepare_threshold=0)
+            if self._read_only:  # the server itself refuses every write on this session
+                conn.execute("SET default_transaction_read_only = on")
+            return conn
         except self._psycopg.Error as exc:
             raise StoreUnavailable(f"store: cannot open {self.where}: {exc}") from exc
 

@@ -112,6 +112,7 @@ class Statements:
 
     select_device: str
     list_devices: str
+    device_ids_with_prefix: str
     insert_device: str
     bump_enrollment: str
     set_pending_ak: str
@@ -148,6 +149,10 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
     return Statements(
         select_device=q(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = ?"),
         list_devices=f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id",
+        device_ids_with_prefix=q(
+            "SELECT device_id FROM devices WHERE substr(device_id, 1, ?) = ?"
+            " ORDER BY device_id LIMIT ?"
+        ),
         insert_device=q(f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({marks(11)})"),
         bump_enrollment=q(
             "UPDATE devices SET enrollment_count = enrollment_count + 1, labels = ?"
@@ -220,6 +225,16 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
 # ------------------------------------------------------------------ schema version
 
 VERSION_QUERY = "SELECT version FROM schema_version WHERE id = 1"
+
+
+def check_schema_current(version_row: Row | None, schema_version: int, where: str) -> None:
+    """A read-only open never migrates: the database must already be at ``schema_version``."""
+    current = 0 if version_row is None else int(version_row[0])
+    if current != schema_version:
+        raise StoreUnavailable(
+            f"store: {where} has schema version {current}, this verifier reads version "
+            f"{schema_version}; start 'attest-verifier serve' on it once to migrate"
+        )
 
 
 def pending_migrations(
@@ -331,6 +346,14 @@ class SqlStore(ABC, Generic[Conn]):
         return [
             _device(row) for row in self._read("list devices", self.statements.list_devices, ())
         ]
+
+    def device_ids_with_prefix(self, prefix: str, limit: int) -> Sequence[str]:
+        rows = self._read(
+            "find devices",
+            self.statements.device_ids_with_prefix,
+            (len(prefix), prefix, limit),
+        )
+        return [str(row[0]) for row in rows]
 
     def insert_device(self, device: DeviceRecord) -> None:
         self._write(

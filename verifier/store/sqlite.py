@@ -46,8 +46,17 @@ from pathlib import Path
 from verifier.errors import StoreUnavailable, UnknownDevice
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.store import codec
-from verifier.store.schema import migrate
-from verifier.store.sql import VERDICT_PARAMS, Params, Row, SqlStore, dialect, marks
+from verifier.store.schema import SCHEMA_VERSION, migrate
+from verifier.store.sql import (
+    VERDICT_PARAMS,
+    VERSION_QUERY,
+    Params,
+    Row,
+    SqlStore,
+    check_schema_current,
+    dialect,
+    marks,
+)
 
 _MIN_SQLITE = (3, 37, 0)  # STRICT tables (3.37); RETURNING needs 3.35
 _DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a statement waits for another process's write lock
@@ -86,13 +95,37 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         path: Path | str,
         limits: Limits = DEFAULT_LIMITS,
         busy_timeout: float = _DEFAULT_BUSY_TIMEOUT,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self._read_only = read_only
         super().__init__(str(self.path), limits)
         _check_library()
-        self._adopt(self._open_and_migrate())
+        self._adopt(self._open_read_only() if read_only else self._open_and_migrate())
         self._opened()
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """An existing database at the current schema, opened so that nothing can be written.
+
+        A missing file is an error (a typo must not create an empty database), and so is an
+        older or newer schema (a read-only open never migrates).
+        """
+        if not self.path.is_file():
+            raise StoreUnavailable(f"store: no database at {self.path}")
+        conn = self._connect()
+        try:
+            row = conn.execute(VERSION_QUERY).fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"store: {self.path} is not a fleet-attest database") from exc
+        try:
+            check_schema_current(row, SCHEMA_VERSION, str(self.path))
+        except StoreUnavailable:
+            conn.close()
+            raise
+        return conn
 
     def _open_and_migrate(self) -> sqlite3.Connection:
         """Connect, switch to WAL and migrate, retrying while another process does the same.
@@ -132,9 +165,11 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         self._write_lock = threading.Lock()
 
     def _connect(self, sqlite_busy_timeout: float = 0.0) -> sqlite3.Connection:
+        target = f"{self.path.resolve().as_uri()}?mode=ro" if self._read_only else str(self.path)
         try:
             conn = sqlite3.connect(
-                self.path,
+                target,
+                uri=self._read_only,
                 timeout=sqlite_busy_timeout,
                 isolation_level=None,  # autocommit: transactions are explicit
                 check_same_thread=False,  # close() may run on another thread
@@ -143,7 +178,8 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"store: cannot open {self.path}: {exc}") from exc
         try:
-            conn.execute("PRAGMA synchronous = NORMAL")
+            if not self._read_only:
+                conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             conn.close()

@@ -165,6 +165,16 @@ class KeyRing:
             return cls._load(path, now)
 
     @classmethod
+    def open_existing(cls, directory: Path | str, now: float) -> KeyRing:
+        """Load the ring in ``directory``; never creates one (for export and rotation)."""
+        path = Path(directory)
+        if not (path / RING_FILE).is_file():
+            raise KeyRingError(f"{path}: no token signing key ring (serve creates it)")
+        _ensure_private_directory(path)
+        with _locked(path):
+            return cls._load(path, now)
+
+    @classmethod
     def _load(cls, path: Path, now: float) -> KeyRing:
         active_kid, retired = _read_ring(path)
         active = _read_private_key(path, active_kid)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.fleetattest.v1 import fleetattest_pb2 as proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2
+from fleetattest.v1 import fleetattest_pb2 as fleetattest_dot_v1_dot_fleetattest__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/fleetattest/v1/fleetattest_pb2_grpc.py depends on'
+        + ' but the generated code in fleetattest/v1/fleetattest_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,23 +38,23 @@ class AgentStub:
         """
         self.StartEnrollment = channel.unary_unary(
                 '/fleetattest.v1.Agent/StartEnrollment',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentResponse.FromString,
                 _registered_method=True)
         self.FinishEnrollment = channel.unary_unary(
                 '/fleetattest.v1.Agent/FinishEnrollment',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentResponse.FromString,
                 _registered_method=True)
         self.GetChallenge = channel.unary_unary(
                 '/fleetattest.v1.Agent/GetChallenge',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetChallengeRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.Challenge.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetChallengeRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.Challenge.FromString,
                 _registered_method=True)
         self.Attest = channel.unary_unary(
                 '/fleetattest.v1.Agent/Attest',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.AttestRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.AttestResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.AttestRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.AttestResponse.FromString,
                 _registered_method=True)
 
 
@@ -98,23 +98,23 @@ def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'StartEnrollment': grpc.unary_unary_rpc_method_handler(
                     servicer.StartEnrollment,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentResponse.SerializeToString,
             ),
             'FinishEnrollment': grpc.unary_unary_rpc_method_handler(
                     servicer.FinishEnrollment,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentResponse.SerializeToString,
             ),
             'GetChallenge': grpc.unary_unary_rpc_method_handler(
                     servicer.GetChallenge,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetChallengeRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.Challenge.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetChallengeRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.Challenge.SerializeToString,
             ),
             'Attest': grpc.unary_unary_rpc_method_handler(
                     servicer.Attest,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.AttestRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.AttestResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.AttestRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.AttestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -144,8 +144,8 @@ class Agent:
             request,
             target,
             '/fleetattest.v1.Agent/StartEnrollment',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.StartEnrollmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -171,8 +171,8 @@ class Agent:
             request,
             target,
             '/fleetattest.v1.Agent/FinishEnrollment',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.FinishEnrollmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -198,8 +198,8 @@ class Agent:
             request,
             target,
             '/fleetattest.v1.Agent/GetChallenge',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetChallengeRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.Challenge.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetChallengeRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.Challenge.FromString,
             options,
             channel_credentials,
             insecure,
@@ -225,8 +225,8 @@ class Agent:
             request,
             target,
             '/fleetattest.v1.Agent/Attest',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.AttestRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.AttestResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.AttestRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.AttestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -251,23 +251,23 @@ class RelyingPartyStub:
         """
         self.GetVerdict = channel.unary_unary(
                 '/fleetattest.v1.RelyingParty/GetVerdict',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictResponse.FromString,
                 _registered_method=True)
         self.CheckRollout = channel.unary_unary(
                 '/fleetattest.v1.RelyingParty/CheckRollout',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutResponse.FromString,
                 _registered_method=True)
         self.WatchVerdicts = channel.unary_stream(
                 '/fleetattest.v1.RelyingParty/WatchVerdicts',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.WatchVerdictsRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.Verdict.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.WatchVerdictsRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.Verdict.FromString,
                 _registered_method=True)
         self.GetJwks = channel.unary_unary(
                 '/fleetattest.v1.RelyingParty/GetJwks',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
 
 
@@ -306,23 +306,23 @@ def add_RelyingPartyServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetVerdict': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVerdict,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictResponse.SerializeToString,
             ),
             'CheckRollout': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckRollout,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutResponse.SerializeToString,
             ),
             'WatchVerdicts': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchVerdicts,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.WatchVerdictsRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.Verdict.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.WatchVerdictsRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.Verdict.SerializeToString,
             ),
             'GetJwks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJwks,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,8 +352,8 @@ class RelyingParty:
             request,
             target,
             '/fleetattest.v1.RelyingParty/GetVerdict',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetVerdictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -379,8 +379,8 @@ class RelyingParty:
             request,
             target,
             '/fleetattest.v1.RelyingParty/CheckRollout',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.CheckRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -406,8 +406,8 @@ class RelyingParty:
             request,
             target,
             '/fleetattest.v1.RelyingParty/WatchVerdicts',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.WatchVerdictsRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.Verdict.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.WatchVerdictsRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.Verdict.FromString,
             options,
             channel_credentials,
             insecure,
@@ -433,8 +433,8 @@ class RelyingParty:
             request,
             target,
             '/fleetattest.v1.RelyingParty/GetJwks',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetJwksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -459,33 +459,33 @@ class OperatorStub:
         """
         self.GetStatus = channel.unary_unary(
                 '/fleetattest.v1.Operator/GetStatus',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetStatusRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.VerifierStatus.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.VerifierStatus.FromString,
                 _registered_method=True)
         self.ListDevices = channel.unary_unary(
                 '/fleetattest.v1.Operator/ListDevices',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesResponse.FromString,
                 _registered_method=True)
         self.ApproveAk = channel.unary_unary(
                 '/fleetattest.v1.Operator/ApproveAk',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkResponse.FromString,
                 _registered_method=True)
         self.ReloadGolden = channel.unary_unary(
                 '/fleetattest.v1.Operator/ReloadGolden',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenResponse.FromString,
                 _registered_method=True)
         self.ExplainDevice = channel.unary_unary(
                 '/fleetattest.v1.Operator/ExplainDevice',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceResponse.FromString,
                 _registered_method=True)
         self.DryRunGolden = channel.unary_unary(
                 '/fleetattest.v1.Operator/DryRunGolden',
-                request_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.SerializeToString,
-                response_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.FromString,
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.FromString,
                 _registered_method=True)
 
 
@@ -536,33 +536,33 @@ def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetStatusRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.VerifierStatus.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetStatusRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.VerifierStatus.SerializeToString,
             ),
             'ListDevices': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDevices,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesResponse.SerializeToString,
             ),
             'ApproveAk': grpc.unary_unary_rpc_method_handler(
                     servicer.ApproveAk,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkResponse.SerializeToString,
             ),
             'ReloadGolden': grpc.unary_unary_rpc_method_handler(
                     servicer.ReloadGolden,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenResponse.SerializeToString,
             ),
             'ExplainDevice': grpc.unary_unary_rpc_method_handler(
                     servicer.ExplainDevice,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceResponse.SerializeToString,
             ),
             'DryRunGolden': grpc.unary_unary_rpc_method_handler(
                     servicer.DryRunGolden,
-                    request_deserializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.FromString,
-                    response_serializer=proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.SerializeToString,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -592,8 +592,8 @@ class Operator:
             request,
             target,
             '/fleetattest.v1.Operator/GetStatus',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.GetStatusRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.VerifierStatus.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetStatusRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.VerifierStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -619,8 +619,8 @@ class Operator:
             request,
             target,
             '/fleetattest.v1.Operator/ListDevices',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ListDevicesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -646,8 +646,8 @@ class Operator:
             request,
             target,
             '/fleetattest.v1.Operator/ApproveAk',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ApproveAkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -673,8 +673,8 @@ class Operator:
             request,
             target,
             '/fleetattest.v1.Operator/ReloadGolden',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ReloadGoldenResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -700,8 +700,8 @@ class Operator:
             request,
             target,
             '/fleetattest.v1.Operator/ExplainDevice',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ExplainDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -727,8 +727,8 @@ class Operator:
             request,
             target,
             '/fleetattest.v1.Operator/DryRunGolden',
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.SerializeToString,
-            proto_dot_fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.FromString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.FromString,
             options,
             channel_credentials,
             insecure,

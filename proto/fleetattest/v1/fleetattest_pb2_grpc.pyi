@@ -18,8 +18,8 @@ an agent's own decoding of them.
 """
 
 from collections import abc as _abc
+from fleetattest.v1 import fleetattest_pb2 as _fleetattest_pb2
 from grpc import aio as _aio
-from proto.fleetattest.v1 import fleetattest_pb2 as _fleetattest_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import grpc
 
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 
 Subparsers = argparse._SubParsersAction
 

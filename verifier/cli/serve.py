@@ -26,9 +26,10 @@ from types import FrameType
 
 from verifier import __version__, errors
 from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.cli.common import Subparsers
 from verifier.enrollment.ekchain import TrustConfigError
-from verifier.golden.live import LiveGolden
 from verifier.golden.load import GoldenError
+from verifier.livegolden import LiveGolden
 from verifier.service.server import build_server
 from verifier.store import open_store
 from verifier.token import KeyRing
@@ -36,6 +37,36 @@ from verifier.token import KeyRing
 log = logging.getLogger("attest-verifier")
 
 PURGE_INTERVAL = 30.0  # seconds between purges of expired nonces and challenges
+
+
+def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the gRPC verifier")
+    serve.add_argument(
+        "--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)"
+    )
+    serve.add_argument("--db", required=True, help="SQLite database file, or a postgresql:// URL")
+    serve.add_argument("--ek-ca", type=Path, help="directory of trusted EK CA certificates")
+    serve.add_argument("--allowlist", type=Path, help="file of allowed EK public-key SHA-256s")
+    serve.add_argument(
+        "--golden",
+        type=Path,
+        required=True,
+        help="golden measurements directory (required: there is no default policy)",
+    )
+    serve.add_argument(
+        "--keys", type=Path, help="token signing key directory (default: DB path + '.keys')"
+    )
+    serve.add_argument("--issuer", default="fleet-attest", help="the tokens' iss claim")
+    serve.add_argument("--nonce-ttl", type=float, default=60.0, help="seconds (default 60)")
+    serve.add_argument("--workers", type=int, default=4, help="RPC threads per process (default 4)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port with SO_REUSEPORT (default 1; one per core)",
+    )
+    serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.set_defaults(func=serve_command)
 
 
 def serve_command(ns: argparse.Namespace) -> int:
@@ -95,7 +126,16 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     keyring = KeyRing.open(_keys_dir(ns), time.time())
     settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
     verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
-    server, port = build_server(verifier, ns.listen, workers=ns.workers, reuse_port=reuse_port)
+    try:
+        server, port = build_server(verifier, ns.listen, workers=ns.workers, reuse_port=reuse_port)
+    except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind ...")
+        print(
+            f"attest-verifier: cannot listen on {ns.listen}: the port is in use or the "
+            f"address is not this machine's ({exc})",
+            file=sys.stderr,
+        )
+        store.close()
+        return 2
     stop = threading.Event()
     reload_requested = threading.Event()
 

@@ -1,6 +1,6 @@
 """Appraise an event log against the quoted PCRs: the measured-boot half of the appraisal.
 
-Order of checks (DESIGN.md appraisal invariants 5, 6 and 8); it never raises, every finding
+Order of checks (ARCHITECTURE.md, appraisal invariants 5, 6 and 8); it never raises, every finding
 is a ``Reason``:
 
 1. An empty log while the policy relies on PCRs: ``eventlog_missing``.

@@ -32,6 +32,8 @@ from verifier.eventlog.parse import (
 from verifier.eventlog.replay import HASHES, replay
 from verifier.golden.model import QUIRKS
 
+REPLAY_QUIRKS = frozenset({"missing_exit_boot_services"})  # the quirks replay itself applies
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("eventlog", help="inspect a TCG firmware event log")
@@ -39,15 +41,18 @@ def register(subparsers: Any) -> None:
 
     show = sub.add_parser("show", help="a table of the events, decoded")
     show.add_argument("file", type=Path)
+    show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_show)
 
     rep = sub.add_parser("replay", help="the PCR values the log replays to, per bank")
     rep.add_argument("file", type=Path)
     rep.add_argument("--json", action="store_true", help="print JSON")
     rep.add_argument(
-        "--missing-exit-boot-services",
-        action="store_true",
-        help="apply the missing ExitBootServices workaround to PCR 5",
+        "--quirk",
+        action="append",
+        default=[],
+        choices=sorted(REPLAY_QUIRKS),
+        help="a vendor quirk that changes replay (repeatable; spelled as in golden files)",
     )
     rep.set_defaults(func=cmd_replay)
 
@@ -83,7 +88,9 @@ def cmd_replay(ns: argparse.Namespace) -> int:
     for bank in log.banks:
         if bank not in HASHES:
             continue
-        result = replay(log, bank, missing_exit_boot_services=ns.missing_exit_boot_services)
+        result = replay(
+            log, bank, missing_exit_boot_services="missing_exit_boot_services" in ns.quirk
+        )
         out[bank] = {str(pcr): result.pcrs[pcr].hex() for pcr in sorted(result.pcrs)}
         notes.extend(n for n in result.notes if n not in notes)
     if ns.json:
@@ -125,6 +132,9 @@ def cmd_show(ns: argparse.Namespace) -> int:
     if log is None:
         return 2
     bank = "sha256" if "sha256" in log.banks else log.banks[0]
+    if ns.json:
+        print(json.dumps(show_document(log), indent=2))
+        return 0
     print(f"# {log.format} log, {len(log.events)} events, banks {', '.join(log.banks)}")
     print(f"{'#':>4} {'PCR':>3}  {'TYPE':32} {bank.upper():16}  DATA")
     for event in log.events:
@@ -132,6 +142,26 @@ def cmd_show(ns: argparse.Namespace) -> int:
         pcr = str(event.pcr) if event.pcr <= 23 else f"0x{event.pcr:x}"
         print(f"{event.number:4d} {pcr:>3}  {event.type_name:32} {digest:16}  {describe(event)}")
     return 0
+
+
+def show_document(log: EventLog) -> dict[str, object]:
+    """Every event with all its digests and the decoded reading (untrusted, for display)."""
+    return {
+        "format": log.format,
+        "banks": list(log.banks),
+        "events": [
+            {
+                "number": event.number,
+                "pcr": event.pcr,
+                "type": event.type,
+                "type_name": event.type_name,
+                "digests": {bank: digest.hex() for bank, digest in event.digests.items()},
+                "data_bytes": len(event.data),
+                "description": describe(event),
+            }
+            for event in log.events
+        ],
+    }
 
 
 def describe(event: Event) -> str:

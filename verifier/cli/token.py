@@ -23,9 +23,10 @@ from pathlib import Path
 
 import grpc
 
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
-from proto.fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
-from verifier.store import open_store
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from verifier.cli.common import read_store
+from verifier.store import resolve_device
 from verifier.token.errors import TokenError
 from verifier.token.keys import KeyRing
 from verifier.token.verify import PinnedKeys, verify_token
@@ -49,7 +50,7 @@ def register_verdict_check(
     check = verdict_sub.add_parser(
         "check", help="exit 0 only for a fresh affirming verdict (for update servers)"
     )
-    check.add_argument("device", help="device id")
+    check.add_argument("device", metavar="DEVICE", help="device id or unique prefix")
     check.add_argument("--max-age", type=duration, required=True, help="e.g. 10m")
     where = check.add_mutually_exclusive_group(required=True)
     where.add_argument("--verifier", help="HOST:PORT of the verifier (token checked offline)")
@@ -75,14 +76,14 @@ def register_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def cmd_export_jwks(ns: argparse.Namespace) -> int:
-    ring = KeyRing.open(ns.keys, time.time())
+    ring = KeyRing.open_existing(ns.keys, time.time())
     ring.export_jwks(ns.output, time.time())
     print(f"wrote {len(ring.jwks(time.time())['keys'])} public keys to {ns.output}")
     return 0
 
 
 def cmd_rotate(ns: argparse.Namespace) -> int:
-    ring = KeyRing.open(ns.keys, time.time())
+    ring = KeyRing.open_existing(ns.keys, time.time())
     old = ring.signing_key.kid
     new = ring.rotate(time.time(), ns.overlap)
     print(f"signing with {new.kid}; {old} verifies for {ns.overlap:.0f} s more")
@@ -100,11 +101,9 @@ def cmd_verdict_check(ns: argparse.Namespace) -> int:
 
 
 def _check_local(ns: argparse.Namespace) -> list[str]:
-    store = open_store(ns.db)
-    try:
+    with read_store(ns.db) as store:
+        ns.device = resolve_device(store, ns.device)
         verdict = store.latest_verdict(ns.device)
-    finally:
-        store.close()
     if verdict is None:
         return ["no verdict for this device"]
     now = time.time()

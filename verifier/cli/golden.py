@@ -38,19 +38,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from verifier.cli.common import Subparsers, UsageError, read_store
 from verifier.errors import AttestationError, LimitExceeded, MalformedEvidence, UnknownDevice
 from verifier.golden.learn import learn_release
 from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
 from verifier.golden.model import BANKS, QUIRKS, GoldenSet
 from verifier.golden.whatif import DryRunReport, Explanation, RuleOutcome, dry_run, explain
 from verifier.limits import DEFAULT_LIMITS
-from verifier.store import open_store
-from verifier.store.base import Store, StoredEvidence
+from verifier.records import StoredEvidence
+from verifier.store import Store, resolve_device
 
-Subparsers = argparse._SubParsersAction  # argparse has no public name for it
-
-# The repository's golden directory (as verifier.cli.DEFAULT_GOLDEN; not imported: a cycle).
-DEFAULT_GOLDEN = Path(__file__).resolve().parent.parent.parent / "golden_measurements"
 MAX_PCRS_FILE_BYTES = 64 * 1024
 T = TypeVar("T")
 
@@ -103,7 +100,9 @@ def _register_explain(commands: Subparsers[argparse.ArgumentParser]) -> None:
     )
     explain_cmd.add_argument("device", metavar="DEVICE", help="device id or unique prefix")
     explain_cmd.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
-    explain_cmd.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, metavar="DIR")
+    explain_cmd.add_argument(
+        "--golden", type=Path, required=True, metavar="DIR", help="the golden set to explain with"
+    )
     explain_cmd.set_defaults(func=cmd_explain)
 
 
@@ -115,7 +114,12 @@ def _register_dry_run(commands: Subparsers[argparse.ArgumentParser]) -> None:
     dry.add_argument("directory", type=Path, metavar="DIR", help="the proposed directory")
     dry.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     dry.add_argument(
-        "--golden", type=Path, default=DEFAULT_GOLDEN, metavar="CURRENT_DIR", help="current set"
+        "--golden", type=Path, required=True, metavar="CURRENT_DIR", help="the live set"
+    )
+    dry.add_argument(
+        "--fail-on-change",
+        action="store_true",
+        help="exit 1 when any device's status or release would change (for CI)",
     )
     dry.set_defaults(func=cmd_dry_run)
 
@@ -157,10 +161,6 @@ def _print_summary(golden: GoldenSet, out: TextIO) -> None:
 
 
 # --- learn, explain, dry-run ----------------------------------------------------------------
-
-
-class UsageError(AttestationError):
-    """A command line that cannot be acted on (exit 2)."""
 
 
 def _guarded(name: str, run: Callable[[], int], err: TextIO) -> int:
@@ -321,7 +321,11 @@ def dry_run_dir(ns: argparse.Namespace, out: TextIO) -> int:
         return 1
     current = load_golden_dir(ns.golden)
     evidences = _with_store(ns.db, lambda store: list(store.all_latest_evidence()))
-    print_dry_run(dry_run(evidences, current, proposed, time.time()), out)
+    report = dry_run(evidences, current, proposed, time.time())
+    print_dry_run(report, out)
+    if ns.fail_on_change and report.changes:
+        print(f"{len(report.changes)} devices would change: failing (--fail-on-change)", file=out)
+        return 1
     return 0
 
 
@@ -336,31 +340,16 @@ def print_dry_run(report: DryRunReport, out: TextIO) -> None:
 
 
 def _with_store(db: str, use: Callable[[Store], T]) -> T:
-    if "://" not in db and not Path(db).is_file():  # opening would create an empty store
-        raise UsageError(f"{db}: no such database file")
-    store = open_store(db)
-    try:
+    with read_store(db) as store:
         return use(store)
-    finally:
-        store.close()
 
 
 def _latest(store: Store, device: str) -> StoredEvidence:
-    device_id = _resolve(store, device)
+    device_id = resolve_device(store, device)
     evidence = store.latest_evidence(device_id)
     if evidence is None:
         raise UnknownDevice(f"device {device_id} has no stored evidence (it has not attested)")
     return evidence
-
-
-def _resolve(store: Store, prefix: str) -> str:
-    """An exact device id, or the one device whose id starts with ``prefix``."""
-    if store.get_device(prefix) is not None:
-        return prefix
-    ids = [d.device_id for d in store.list_devices() if d.device_id.startswith(prefix)]
-    if len(ids) != 1:
-        raise UnknownDevice(f"{prefix!r} matches {len(ids)} devices; give more of the device id")
-    return ids[0]
 
 
 def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
