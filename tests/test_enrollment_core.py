@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -52,6 +54,7 @@ from verifier.enrollment.ekchain import (
     parse_certificate,
     validate_ek_certificate,
 )
+from verifier.enrollment.flow import Enrollment
 from verifier.enrollment.identity import device_id_for
 from verifier.enrollment.tpmpublic import (
     DECRYPT,
@@ -67,6 +70,7 @@ from verifier.enrollment.tpmpublic import (
 )
 from verifier.errors import (
     ActivationFailed,
+    ApprovalRequired,
     LimitExceeded,
     MalformedEvidence,
     UnacceptableKey,
@@ -87,6 +91,8 @@ from verifier.marshal import (
     u16,
     u32,
 )
+from verifier.store.base import EnrollmentChallenge, Store
+from verifier.store.sqlite import SqliteStore
 
 DATA = Path(__file__).parent / "data"
 KEYLIME = DATA / "quotes" / "keylime"
@@ -1174,3 +1180,147 @@ def test_swtpm_setup_ek_certificates_chain_to_their_test_ca(provisioned: Provisi
     root_only = TrustStore.from_certificates(trust.anchors)
     with pytest.raises(UntrustedEndorsement, match="missing intermediate"):
         validate_ek_certificate(ecc_cert, ecc_ek, root_only, time.time())
+
+
+# ------------------------------------------------------------------ refusal log lines
+
+_FINGERPRINT = re.compile(r"EK fingerprint ([0-9a-f]{64}); ")
+
+
+class _ChallengeSpy(SqliteStore):
+    """A real store that also keeps every challenge it was given (to answer it in the test)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.challenges: list[EnrollmentChallenge] = []
+
+    def put_enrollment_challenge(self, challenge: EnrollmentChallenge) -> None:
+        self.challenges.append(challenge)
+        super().put_enrollment_challenge(challenge)
+
+
+@pytest.fixture
+def spy_store(tmp_path: Path) -> Iterator[_ChallengeSpy]:
+    store = _ChallengeSpy(tmp_path / "verifier.db")
+    yield store
+    store.close()
+
+
+def _enrollment(store: Store, trust: TrustStore, allowlist: Allowlist) -> Enrollment:
+    return Enrollment(store, trust, allowlist, clock=lambda: NOW)
+
+
+def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "verifier.enrollment.flow"
+        and r.levelno == logging.WARNING
+        and r.getMessage().startswith("enrollment refused")
+    ]
+
+
+def _openssl_serial(cert_der: bytes) -> str:
+    """The serial as ``openssl x509 -noout -serial`` prints it (positive serials)."""
+    serial = x509.load_der_x509_certificate(cert_der).serial_number
+    return serial.to_bytes((serial.bit_length() + 7) // 8, "big").hex().upper()
+
+
+def test_unlisted_ek_refusal_logs_the_fingerprint_that_allowlists_it(
+    keys: Keys, spy_store: _ChallengeSpy, caplog: pytest.LogCaptureFixture
+) -> None:
+    ek_public, ak_public = ecc_ek_public(keys), ecc_public(keys.ak.public_key())
+    refusing = _enrollment(spy_store, TrustStore.empty(), Allowlist.empty())
+    with caplog.at_level(logging.WARNING), pytest.raises(UntrustedEndorsement):
+        refusing.start(b"", ek_public, ak_public, {})
+    (line,) = _refusal_lines(caplog)
+    assert "(UntrustedEndorsement)" in line and line.endswith("; no EK certificate")
+    match = _FINGERPRINT.search(line)
+    assert match is not None
+    # The operator pastes the logged value into the allowlist file as it is: now it enrolls.
+    allowlist = Allowlist.parse(f"# gw-17, seen refused\n{match.group(1)}\n", "allowlist")
+    started = _enrollment(spy_store, TrustStore.empty(), allowlist).start(
+        b"", ek_public, ak_public, {}
+    )
+    assert started.device_id == "dev-" + match.group(1)
+
+
+def test_ek_certificate_from_an_untrusted_ca_logs_its_issuer_and_serial(
+    keys: Keys, pki: Pki, spy_store: _ChallengeSpy, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_root = store_of(make_ca("Some Other TPM Root CA"))
+    with caplog.at_level(logging.WARNING), pytest.raises(UntrustedEndorsement):
+        _enrollment(spy_store, other_root, Allowlist.empty()).start(
+            pki.rsa_cert, rsa_ek_public(keys), ecc_public(keys.ak.public_key()), {}
+        )
+    (line,) = _refusal_lines(caplog)
+    assert f"EK fingerprint {ek_fingerprint(pki.rsa_ek)}; " in line
+    assert line.endswith(
+        f"EK certificate issuer 'CN=Test TPM EK Intermediate CA' "
+        f"serial {_openssl_serial(pki.rsa_cert)}"
+    )
+    assert spy_store.challenges == []
+
+
+def test_unacceptable_ak_refusal_logs_the_ek_fingerprint(
+    keys: Keys, pki: Pki, spy_store: _ChallengeSpy, caplog: pytest.LogCaptureFixture
+) -> None:
+    unrestricted = ecc_public(keys.ak.public_key(), AK_ATTRS & ~RESTRICTED)
+    with caplog.at_level(logging.WARNING), pytest.raises(UnacceptableKey):
+        _enrollment(spy_store, pki.trust, Allowlist.empty()).start(
+            pki.ecc_cert, ecc_ek_public(keys), unrestricted, {}
+        )
+    (line,) = _refusal_lines(caplog)
+    assert "(UnacceptableKey)" in line and "restricted" in line
+    assert f"EK fingerprint {ek_fingerprint(pki.ecc_ek)}; " in line
+    assert "EK certificate issuer 'CN=Test TPM EK Intermediate CA' serial " in line
+
+
+def test_ek_that_does_not_parse_is_logged_without_a_fingerprint(
+    keys: Keys, spy_store: _ChallengeSpy, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd_curve = ecc_public(keys.ecc_ek.public_key(), EK_ATTRS, curve=0x0020)
+    not_a_certificate = b"\x30\x03garbage"
+    with caplog.at_level(logging.WARNING), pytest.raises(UnacceptableKey, match="curve"):
+        _enrollment(spy_store, TrustStore.empty(), Allowlist.empty()).start(
+            not_a_certificate, odd_curve, ecc_public(keys.ak.public_key()), {}
+        )
+    (line,) = _refusal_lines(caplog)
+    assert "EK fingerprint none (the EK public key did not parse); " in line
+    assert line.endswith(f"EK certificate unreadable ({len(not_a_certificate)} bytes)")
+
+
+def test_new_ak_for_an_enrolled_ek_logs_fingerprint_issuer_and_serial(
+    keys: Keys, pki: Pki, spy_store: _ChallengeSpy, caplog: pytest.LogCaptureFixture
+) -> None:
+    enrollment = _enrollment(spy_store, pki.trust, Allowlist.empty())
+    first = enrollment.start(
+        pki.rsa_cert, rsa_ek_public(keys), ecc_public(keys.ak.public_key()), {}
+    )
+    enrollment.finish(first.challenge_id, spy_store.challenges[-1].secret)
+    second = enrollment.start(
+        pki.rsa_cert, rsa_ek_public(keys), ecc_public(keys.other.public_key()), {}
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(ApprovalRequired):
+        enrollment.finish(second.challenge_id, spy_store.challenges[-1].secret)
+    (line,) = _refusal_lines(caplog)
+    assert "(ApprovalRequired)" in line and f"approve-ak {first.device_id} " in line
+    assert f"EK fingerprint {first.device_id.removeprefix('dev-')}; " in line
+    assert line.endswith(
+        f"EK certificate issuer 'CN=Test TPM EK Intermediate CA' "
+        f"serial {_openssl_serial(pki.rsa_cert)}"
+    )
+
+
+def test_ek_certificate_issuer_with_a_newline_cannot_forge_a_log_line(
+    keys: Keys, spy_store: _ChallengeSpy, caplog: pytest.LogCaptureFixture
+) -> None:
+    forger = make_ca("Evil CA\nenrollment refused (UntrustedEndorsement): all is well")
+    cert = make_ek_cert(forger, keys.ecc_ek.public_key())
+    with caplog.at_level(logging.WARNING), pytest.raises(UntrustedEndorsement):
+        _enrollment(spy_store, TrustStore.empty(), Allowlist.empty()).start(
+            cert, ecc_ek_public(keys), ecc_public(keys.ak.public_key()), {}
+        )
+    (line,) = _refusal_lines(caplog)
+    assert "\n" not in line and "\r" not in line
+    assert "Evil CA\\nenrollment refused" in line

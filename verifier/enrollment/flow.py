@@ -9,6 +9,10 @@ once (expired or used: ``ActivationFailed``), the proof compared in constant tim
 device is stored (first time), counted (same EK and AK: idempotent, labels unchanged), or its
 new AK parked until an operator approves it (``approve_ak``). Nothing is stored for a refused
 request.
+
+Every refusal (``EnrollmentRefused``: an untrusted endorsement, an unacceptable EK or AK, a new
+AK that needs approval) logs one WARNING line (``refusal.refusal_line``) with the EK
+fingerprint as the allowlist file takes it and the EK certificate's issuer and serial.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from verifier import errors
 from verifier.enrollment.credential import check_proof, make_credential, new_secret
 from verifier.enrollment.ekchain import Allowlist, TrustStore, validate_ek_certificate
 from verifier.enrollment.identity import device_id_for
+from verifier.enrollment.refusal import refusal_line
 from verifier.enrollment.tpmpublic import TpmPublic, check_ak, check_ek, parse_tpm2b_public
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.store.base import DeviceRecord, EnrollmentChallenge, Store
@@ -79,11 +84,16 @@ class Enrollment:
         _check_size("EK certificate", ek_certificate, limits.max_ek_certificate_bytes)
         _check_labels(labels, limits)
         now = self.clock()
-        ek = parse_tpm2b_public(ek_public, limits)
-        check_ek(ek)
-        ak = parse_tpm2b_public(ak_public, limits)
-        check_ak(ak)
-        not_after = self._endorse(ek_certificate, ek, now)
+        ek: TpmPublic | None = None
+        try:
+            ek = parse_tpm2b_public(ek_public, limits)
+            check_ek(ek)
+            ak = parse_tpm2b_public(ak_public, limits)
+            check_ak(ak)
+            not_after = self._endorse(ek_certificate, ek, now)
+        except errors.EnrollmentRefused as exc:
+            log.warning("%s", refusal_line(exc, ek, ek_certificate))
+            raise
         device_id = device_id_for(ek)
         secret = new_secret()
         blob, encrypted = make_credential(ek, ak.name, secret)
@@ -142,15 +152,21 @@ class Enrollment:
             log.info("device %s re-enrolled (%d times)", challenge.device_id, count)
             return EnrollmentResult(challenge.device_id, EnrollmentOutcome.REENROLLED, count)
         self.store.set_pending_ak(challenge.device_id, challenge.ak_public, challenge.ak_name)
-        log.warning(
-            "device %s presented a new AK %s: waiting for operator approval",
-            challenge.device_id,
-            challenge.ak_name.hex(),
-        )
-        raise errors.ApprovalRequired(
+        refusal = errors.ApprovalRequired(
             f"device {challenge.device_id} is enrolled with another AK; an operator must run "
             f"'attest-verifier approve-ak {challenge.device_id} {challenge.ak_name.hex()}'"
         )
+        log.warning(
+            "%s", refusal_line(refusal, self._stored_ek(challenge), challenge.ek_certificate)
+        )
+        raise refusal
+
+    def _stored_ek(self, challenge: EnrollmentChallenge) -> TpmPublic | None:
+        """The challenge's EK, parsed again for a log line (it parsed at ``start``)."""
+        try:
+            return parse_tpm2b_public(challenge.ek_public, self.limits)
+        except errors.AttestationError:
+            return None
 
     def approve_ak(self, device_id: str, ak_name_hex: str) -> None:
         try:

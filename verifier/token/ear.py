@@ -1,8 +1,17 @@
-"""Verdict tokens: a ``Verdict`` as EAR claims (draft-ietf-rats-ear-03), signed as an ES256 JWS.
+"""Verdict tokens: a ``Verdict`` as EAR claims, signed as an ES256 JWS.
 
-Claims (JSON names of the draft; trustworthiness values of draft-ietf-rats-ar4si)::
+The claims follow one published revision, draft-ietf-rats-ear-03 (15 March 2026): its EAT
+profile (section 3, "It MUST be the following tag URI") and its JSON claim names (the CDDL of
+figures 1 and 2 and the IANA section; the prose of section 3 still heads the top-level status
+``ear.status``, but the CDDL's ``status-label`` and the registered JWT name are ``ear_status``).
+``tests/data/token/draft-ietf-rats-ear-03-figure-3.json`` is that revision's JSON example and
+the tests check these claims against it. Trustworthiness values are those of
+draft-ietf-rats-ar4si. Veraison's own profile, ``tag:github.com,2023:veraison/ear``, names its
+claims ``ear.status``, ``ear.verifier-id``, ...: it is not declared, and not accepted.
 
-    eat_profile      "tag:github.com,2023:veraison/ear"
+Claims::
+
+    eat_profile      "tag:ietf.org,2026:rats/ear#03"
     iat nbf exp      signing time, the appraisal time, the earliest of the bounds below
     jti              random, unique per token (the verdict id is in the extension)
     iss sub aud      the verifier's issuer string, the device id, the relying party (optional)
@@ -10,9 +19,15 @@ Claims (JSON names of the draft; trustworthiness values of draft-ietf-rats-ar4si
     ear_verifier_id  {"developer": "fleet-attest", "build": "fleet-attest <version>"}
     ear_status       the worst status of the token (equals the submodule's)
     submods          {PROFILE or "boot": {ear_status, ear_trustworthiness_vector,
-                                          ear_appraisal_policy_ids: [profile, release, digest]}}
+                                          ear_appraisal_policy_ids: [policy id]}}
     fleet-attest     {boot_epoch {reset_count, restart_count}, reasons [...], verdict_id,
                       sequence, profile, release, golden_digest, appraised_at}
+
+``iss sub aud nbf jti`` are the registered JWT claims (the draft's extensibility follows JWT's
+rules); ``fleet-attest`` is an unregistered extension, a map as the draft requires. The one
+appraisal policy is the golden release the boot was judged against, identified as
+``fleet-attest/golden/<profile>/<release>@<golden digest>`` (``-`` for an empty part), so the
+list is never empty and its identifiers are unique.
 
 ``exp`` is the earliest of the verdict's ``expires_at`` (appraisal time + the profile's verdict
 lifetime), the release's ``not_after`` and the EK certificate's notAfter; no token is issued
@@ -57,7 +72,10 @@ from verifier.token.jws import b64url_encode, json_bytes, sign_es256
 from verifier.token.keys import SigningKey
 from verifier.verdict import Reason, Status, Verdict, worst
 
-EAT_PROFILE = "tag:github.com,2023:veraison/ear"
+# draft-ietf-rats-ear-03, section 3; the profile a token declares and the verifier requires.
+EAT_PROFILE = "tag:ietf.org,2026:rats/ear#03"
+# Veraison's 2023 profile (claims ``ear.status``, ...): named only to refuse it clearly.
+VERAISON_2023_PROFILE = "tag:github.com,2023:veraison/ear"
 EXTENSION = "fleet-attest"
 DEVELOPER = "fleet-attest"
 DEFAULT_SUBMOD = "boot"
@@ -146,6 +164,14 @@ def token_expiry(
     return math.floor(min(bounds))
 
 
+def policy_id(verdict: Verdict) -> str:
+    """The identifier of the golden release ``verdict`` was judged against (never empty)."""
+    profile, release, digest = (
+        p or "-" for p in (verdict.profile, verdict.release, verdict.golden_digest)
+    )
+    return f"{EXTENSION}/golden/{profile}/{release}@{digest}"
+
+
 def _reason_claim(reason: Reason) -> dict[str, object]:
     claim: dict[str, object] = {
         "code": reason.code,
@@ -227,11 +253,7 @@ def build_claims(
             verdict.profile or DEFAULT_SUBMOD: {
                 "ear_status": status,
                 "ear_trustworthiness_vector": vector,
-                "ear_appraisal_policy_ids": [
-                    verdict.profile,
-                    verdict.release,
-                    verdict.golden_digest,
-                ],
+                "ear_appraisal_policy_ids": [policy_id(verdict)],
             }
         },
         EXTENSION: _extension(verdict),

@@ -8,16 +8,23 @@ Order of checks (each raises a ``TokenError`` subclass; the first failure wins):
 1. structure and header (``jws.parse_compact``): size, three canonical base64url parts, strict
    JSON header, ``alg`` exactly ES256, no header member but ``alg typ kid``, 64-byte signature;
 2. ``kid`` names a pinned key (``TokenKeyUnknown``), and the signature verifies with it;
-3. the payload is a strict JSON object (no duplicate members) with every required claim typed;
-4. ``eat_profile`` is the EAR profile, ``iss`` is the expected issuer;
+3. the payload is a strict JSON object (no duplicate members) whose ``eat_profile`` is the one
+   of draft-ietf-rats-ear-03 (``ear.EAT_PROFILE``); any other, Veraison's 2023 tag included,
+   is refused before a claim is read, since the profile says what the claim names mean;
+4. every required claim is typed (the draft's optional ``ear_raw_evidence`` and
+   ``ear_appraisal_policy_ids`` too, when present), and ``iss`` is the expected issuer;
 5. ``aud``: when the caller names an audience, the token must be for it; a token that names an
    audience is refused by a caller that names none (RFC 7519 section 4.1.3);
 6. ``sub`` is the expected device, when the caller names one;
 7. time, with ``leeway`` seconds of skew: ``now < exp + leeway`` else ``TokenExpired``;
    ``nbf`` and ``iat`` not after ``now + leeway`` else ``TokenNotYetValid``;
 8. ``eat_nonce`` equals the caller's nonce (constant-time), when the caller sent one;
-9. status: the worst of the top-level ``ear_status``, every submodule's, and every
-   trustworthiness claim's tier must be no worse than ``require_status`` (``None``: any).
+9. status: the worst of the top-level ``ear_status`` (optional in the draft), the submodule's
+   (mandatory), and every trustworthiness claim's tier must be no worse than
+   ``require_status`` (``None``: any).
+
+Claims the draft does not define and fleet-attest does not use are ignored, as the draft
+requires of a receiver ("A receiver MUST ignore any unknown claim", section 4).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from verifier.token.ear import EAT_PROFILE, EXTENSION, tier
+from verifier.token.ear import EAT_PROFILE, EXTENSION, VERAISON_2023_PROFILE, tier
 from verifier.token.errors import (
     KeyRingError,
     TokenClaimMismatch,
@@ -135,6 +142,7 @@ class Claims:
     status: Status
     submod: str
     trust_vector: dict[str, int]
+    policy_ids: tuple[str, ...]
     profile: str
     release: str
     golden_digest: str
@@ -144,6 +152,7 @@ class Claims:
     appraised_at: float
     reasons: tuple[Reason, ...]
     nonce: bytes | None
+    raw_evidence: bytes | None
     raw: JsonObject = field(repr=False, compare=False)
 
 
@@ -169,8 +178,9 @@ def verify_token(
         raise TokenKeyUnknown(f"no pinned key has kid {parsed.kid!r} (unknown or retired)")
     verify_es256(key, parsed)
     raw = strict_json_object(parsed.payload, "claims")
+    _check_profile(raw)
     claims = _typed_claims(raw, parsed.kid)
-    _check_identity(claims, raw, issuer=issuer, audience=audience, subject=subject)
+    _check_identity(claims, issuer=issuer, audience=audience, subject=subject)
     _check_time(claims, now=now, leeway=leeway)
     _check_nonce(claims, nonce)
     if required is not None and claims.status.rank > required.rank:
@@ -180,16 +190,24 @@ def verify_token(
     return claims
 
 
+def _check_profile(raw: JsonObject) -> None:
+    profile = raw.get("eat_profile")
+    if profile == VERAISON_2023_PROFILE:
+        raise TokenClaimMismatch(
+            f"eat_profile {profile!r} is Veraison's 2023 profile (claims named ear.status, ...); "
+            f"only {EAT_PROFILE!r} (draft-ietf-rats-ear-03) is accepted: fetch a new token"
+        )
+    if profile != EAT_PROFILE:
+        raise TokenClaimMismatch(f"eat_profile is not {EAT_PROFILE!r}")
+
+
 def _check_identity(
     claims: Claims,
-    raw: JsonObject,
     *,
     issuer: str,
     audience: str | None,
     subject: str | None,
 ) -> None:
-    if raw.get("eat_profile") != EAT_PROFILE:
-        raise TokenClaimMismatch(f"eat_profile is not {EAT_PROFILE!r}")
     if claims.issuer != issuer:
         raise TokenClaimMismatch(f"issuer {claims.issuer!r} is not the expected {issuer!r}")
     if audience is None and claims.audience:
@@ -271,6 +289,24 @@ def _nonce(raw: JsonObject) -> bytes | None:
     return b64url_decode(_str(raw, "eat_nonce"))
 
 
+def _raw_evidence(raw: JsonObject) -> bytes | None:
+    if "ear_raw_evidence" not in raw:
+        return None
+    return b64url_decode(_str(raw, "ear_raw_evidence"))
+
+
+def _policy_ids(submod: JsonObject) -> tuple[str, ...]:
+    """``ear_appraisal_policy_ids``: when present, a non-empty list of unique strings."""
+    if "ear_appraisal_policy_ids" not in submod:
+        return ()
+    ids = submod["ear_appraisal_policy_ids"]
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise TokenMalformed("claim 'ear_appraisal_policy_ids' must be a non-empty string list")
+    if len(set(ids)) != len(ids):
+        raise TokenMalformed("claim 'ear_appraisal_policy_ids' repeats an identifier")
+    return tuple(str(i) for i in ids)
+
+
 def _vector(submod: JsonObject) -> dict[str, int]:
     vector = _obj(submod, "ear_trustworthiness_vector")
     values = {name: _int(vector, name) for name in vector}
@@ -279,9 +315,9 @@ def _vector(submod: JsonObject) -> dict[str, int]:
     return values
 
 
-def _worst_status(raw: JsonObject) -> tuple[Status, str, dict[str, int]]:
-    """Worst of the top-level status, each submodule's status and each claim's tier."""
-    status = _status(raw.get("ear_status"), "ear_status")
+def _worst_status(raw: JsonObject) -> tuple[Status, str, JsonObject, dict[str, int]]:
+    """Worst of the top-level status (when present), the submodule's and each claim's tier."""
+    levels = [] if "ear_status" not in raw else [_status(raw["ear_status"], "ear_status")]
     submods = _obj(raw, "submods")
     if len(submods) != 1:
         raise TokenMalformed("a verdict token has exactly one submodule")
@@ -289,9 +325,9 @@ def _worst_status(raw: JsonObject) -> tuple[Status, str, dict[str, int]]:
     if not isinstance(value, dict):
         raise TokenMalformed(f"submodule {name!r} must be an object")
     vector = _vector(value)
-    levels = [status, _status(value.get("ear_status"), "submodule ear_status")]
+    levels.append(_status(value.get("ear_status"), "submodule ear_status"))
     levels += [t for t in map(tier, vector.values()) if t is not None]
-    return max(levels, key=lambda s: s.rank), name, vector
+    return max(levels, key=lambda s: s.rank), name, value, vector
 
 
 def _reason(entry: object) -> Reason:
@@ -317,7 +353,7 @@ def _typed_claims(raw: JsonObject, kid: str) -> Claims:
     reasons = ext.get("reasons")
     if not isinstance(reasons, list):
         raise TokenMalformed("claim 'reasons' must be a list")
-    status, submod, vector = _worst_status(raw)
+    status, submod, appraisal, vector = _worst_status(raw)
     return Claims(
         issuer=_str(raw, "iss"),
         subject=_str(raw, "sub"),
@@ -330,6 +366,7 @@ def _typed_claims(raw: JsonObject, kid: str) -> Claims:
         status=status,
         submod=submod,
         trust_vector=vector,
+        policy_ids=_policy_ids(appraisal),
         profile=_str(ext, "profile"),
         release=_str(ext, "release"),
         golden_digest=_str(ext, "golden_digest"),
@@ -339,6 +376,7 @@ def _typed_claims(raw: JsonObject, kid: str) -> Claims:
         appraised_at=_num(ext, "appraised_at"),
         reasons=tuple(_reason(r) for r in reasons),
         nonce=_nonce(raw),
+        raw_evidence=_raw_evidence(raw),
         raw=raw,
     )
 
