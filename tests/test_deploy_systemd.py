@@ -145,6 +145,17 @@ def test_units_read_the_shipped_sample_configuration() -> None:
         assert "ConfigurationDirectory=fleet-attest" in text
 
 
+def test_sample_paths_are_the_units_writable_directories() -> None:
+    serve = tomllib.loads((REPO / "deploy/verifier.toml").read_text())["serve"]
+    for key in ("db", "keys"):
+        assert serve[key].startswith("/var/lib/attest-verifier/"), key
+    run = tomllib.loads((REPO / "deploy/agent.toml").read_text())["run"]
+    assert run["state-dir"] == "/var/lib/attest-agent"
+    copy = re.search(r"^ExecStartPre=\+/bin/cp .* (\S+)$", (SYSTEMD / UNITS[1]).read_text(), re.M)
+    assert copy and copy[1] == run["event-log"]
+    assert run["event-log"].startswith("/run/attest-agent/")
+
+
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd is not installed")
 @pytest.mark.parametrize("user", ["attest-verifier", "attest-agent"])
 def test_sysusers_file_creates_a_locked_system_user(tmp_path: Path, user: str) -> None:
