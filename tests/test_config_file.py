@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import build_parser as agent_parser
 from verifier.cli import build_parser as verifier_parser
 from verifier.config import ConfigError, KeyLines, add_config_option, load_config, parse_args
 
@@ -250,7 +249,3 @@ def check_sample(
 
 def test_shipped_verifier_sample_covers_every_serve_flag(tmp_path: Path) -> None:
     check_sample(DEPLOY / "verifier.toml", verifier_parser(), "serve", tmp_path)
-
-
-def test_shipped_agent_sample_covers_every_run_flag(tmp_path: Path) -> None:
-    check_sample(DEPLOY / "agent.toml", agent_parser(), "run", tmp_path)

@@ -138,10 +138,14 @@ def test_entry_points_the_units_start_are_the_package_scripts() -> None:
 
 
 def test_units_read_the_shipped_sample_configuration() -> None:
-    for unit, sample in zip(UNITS, ("verifier.toml", "agent.toml"), strict=True):
-        text = (SYSTEMD / unit).read_text()
-        assert f"--config /etc/fleet-attest/{sample}" in text
-        assert (REPO / "deploy" / sample).is_file()
+    verifier = (SYSTEMD / UNITS[0]).read_text()
+    assert "--config /etc/fleet-attest/verifier.toml" in verifier
+    assert (REPO / "deploy" / "verifier.toml").is_file()
+    agent = (SYSTEMD / UNITS[1]).read_text()
+    assert "EnvironmentFile=/etc/fleet-attest/agent.env" in agent
+    env = (REPO / "deploy" / "agent.env").read_text()
+    assert re.search(r"^VERIFIER=\S+$", env, re.M) and re.search(r"^AGENT_OPTS=", env, re.M)
+    for text in (verifier, agent):
         assert "ConfigurationDirectory=fleet-attest" in text
 
 
@@ -149,11 +153,12 @@ def test_sample_paths_are_the_units_writable_directories() -> None:
     serve = tomllib.loads((REPO / "deploy/verifier.toml").read_text())["serve"]
     for key in ("db", "keys"):
         assert serve[key].startswith("/var/lib/attest-verifier/"), key
-    run = tomllib.loads((REPO / "deploy/agent.toml").read_text())["run"]
-    assert run["state-dir"] == "/var/lib/attest-agent"
-    copy = re.search(r"^ExecStartPre=\+/bin/cp .* (\S+)$", (SYSTEMD / UNITS[1]).read_text(), re.M)
-    assert copy and copy[1] == run["event-log"]
-    assert run["event-log"].startswith("/run/attest-agent/")
+    agent = (SYSTEMD / UNITS[1]).read_text()
+    assert "--state-dir /var/lib/attest-agent " in agent
+    copy = re.search(r"^ExecStartPre=\+/bin/cp .* (\S+)$", agent, re.M)
+    event_log = re.search(r"--event-log (\S+)", agent)
+    assert copy and event_log and copy[1] == event_log[1]
+    assert event_log[1].startswith("/run/attest-agent/")
 
 
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd is not installed")

@@ -60,6 +60,8 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     Accepting it after the subcommand too (``serve --config FILE``) matches how operators type.
     """
     for _, each in _walk(parser, ()):
+        if CONFIG_FLAG in each._option_string_actions:  # already added (idempotent)
+            continue
         each.add_argument(
             CONFIG_FLAG,
             type=Path,

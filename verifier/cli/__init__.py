@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from verifier import config
 from verifier.cli import devices, golden, operator, serve, token
 from verifier.cli import eventlog as eventlog_cli
 from verifier.cli.common import add_common_flags, configure_logging, run
@@ -30,7 +31,7 @@ PROGRAM = "attest-verifier"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns = config.parse_args(parser, argv)  # --config FILE first, then the flags over it
     configure_logging(ns.log_level)
     return run(PROGRAM, ns.func, ns)
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     eventlog_cli.register(sub)
     golden_commands = golden.register(sub)
     operator.register(sub, golden_commands)
+    config.add_config_option(parser)
     return parser
 
 

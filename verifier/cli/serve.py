@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from verifier import __version__, errors
+from verifier import __version__, errors, sdnotify
 from verifier.app import Verifier, VerifierSettings, open_trust
 from verifier.cli.common import Subparsers
 from verifier.enrollment.ekchain import TrustConfigError
@@ -149,17 +149,22 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     if ns.port_file:
         ns.port_file.write_text(f"{port}\n")
     log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
+    sdnotify.ready(f"serving on port {port}")
     next_purge = time.monotonic() + PURGE_INTERVAL
     while not stop.wait(1.0):
+        sdnotify.watchdog()
         if reload_requested.is_set():
             reload_requested.clear()
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
+            sdnotify.reloading()
             golden.reload()
+            sdnotify.ready()
         if time.monotonic() >= next_purge:
             next_purge = time.monotonic() + PURGE_INTERVAL
             store.purge_expired(time.time())
             keyring.reload(time.time())  # another replica may have rotated the key
     log.info("shutting down")
+    sdnotify.stopping()
     server.stop(grace=5).wait()
     store.close()
     return 0
