@@ -37,6 +37,8 @@ from verifier.tls.credentials import (
     add_operator_socket,
     agent_channel_credentials,
     caller_channel_credentials,
+    explain_connect_error,
+    open_channel,
     operator_socket_channel,
 )
 from verifier.tls.identity import Role, fingerprint
@@ -239,10 +241,31 @@ def test_agent_pinned_to_another_ca_refuses_the_verifier(
     verifier: Verifier, tmp_path: Path
 ) -> None:
     other = _other_pki(tmp_path)
-    with verifier.agent(ca=other / "ca.pem") as ch:
+    address = f"localhost:{verifier.agent_port}"
+    with open_channel(address, ca=other / "ca.pem") as ch:
         err = refused(ch, "Agent", "GetChallenge")
     assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert explain_connect_error(address, str(err.details())) == (
+        f"cannot authenticate the verifier at {address}: its certificate does not chain to "
+        "the pinned CA (--ca)"
+    )
     assert verifier.rec.methods() == []
+
+
+def test_client_without_a_pinned_ca_refuses_to_connect(verifier: Verifier) -> None:
+    with pytest.raises(TlsConfigError, match="plaintext"):
+        open_channel(f"localhost:{verifier.agent_port}", ca=None)
+
+
+def test_open_channel_with_certificate_is_the_callers_identity(verifier: Verifier) -> None:
+    d = verifier.pki_dir
+    address = f"localhost:{verifier.caller_port}"
+    with open_channel(
+        address, ca=d / "ca.pem", cert=d / "operator.pem", key=d / "operator.key"
+    ) as ch:
+        assert call(ch, "Operator", "ListDevices") == "operator/operator"
+    with open_channel(f"unix:{verifier.socket_path}", ca=None) as ch:
+        assert call(ch, "Operator", "ListDevices") == "operator/operator-socket"
 
 
 def test_tls_1_1_client_is_refused_and_1_2_accepted(verifier: Verifier) -> None:

@@ -37,9 +37,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -225,6 +226,52 @@ def caller_channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelC
     return grpc.ssl_channel_credentials(
         root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
     )
+
+
+def open_channel(
+    address: str,
+    *,
+    ca: Path | None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """The one way clients (agent, operator CLI, relying-party code) reach the verifier.
+
+    ``unix:PATH``: the operator socket. Otherwise TLS pinned to ``ca``, with the client
+    certificate when ``cert`` and ``key`` are given (both or neither). Without ``ca`` it
+    refuses: nothing fetched in the clear (a JWKS above all) may be trusted.
+    """
+    if address.startswith("unix:"):
+        return grpc.secure_channel(
+            address, grpc.local_channel_credentials(grpc.LocalConnectionType.UDS), options
+        )
+    if (cert is None) != (key is None):
+        raise TlsConfigError("--cert and --key go together")
+    if ca is None:
+        raise TlsConfigError(
+            f"refusing to talk to {address} in plaintext: give --ca (the verifier's CA bundle)"
+        )
+    if cert is not None and key is not None:
+        creds = caller_channel_credentials(ca, cert, key)
+    else:
+        creds = agent_channel_credentials(ca)
+    return grpc.secure_channel(address, creds, options)
+
+
+def explain_connect_error(address: str, details: str) -> str:
+    """One line for a failed connection, from ``grpc.RpcError.details()`` of UNAVAILABLE."""
+    if "CERTIFICATE_VERIFY_FAILED" in details or "certificate verify failed" in details:
+        return (
+            f"cannot authenticate the verifier at {address}: its certificate does not chain to "
+            "the pinned CA (--ca)"
+        )
+    if "handshake" in details.lower():
+        return (
+            f"TLS handshake with {address} failed: a plaintext verifier, or one that refuses "
+            "this client certificate"
+        )
+    return f"cannot reach the verifier at {address}"
 
 
 def operator_socket_channel(path: Path) -> grpc.Channel:
