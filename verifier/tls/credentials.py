@@ -26,7 +26,8 @@ its certificate mid-rotation, an unreadable file) is logged and the last good on
 TLS versions: gRPC core's SSL credentials default to TLS 1.2 minimum and TLS 1.3 maximum
 (``grpc_ssl_server_credentials_options`` defaults, not settable from Python); TLS 1.3 is
 negotiated whenever the peer has it (tests/test_tls_wire.py checks that a TLS 1.1 client is
-refused and that gRPC clients get TLS 1.3).
+refused and a TLS 1.2 one accepted; gRPC's own clients negotiate TLS 1.3, as the auth context's
+``ssl_tls_version`` shows).
 """
 
 from __future__ import annotations
