@@ -25,6 +25,13 @@ class Limits:
     max_digests_per_event: int = 8
     max_golden_file_bytes: int = 1024 * 1024
     max_stored_evidence_bytes: int = 4 * 1024 * 1024  # per device, for dry runs
+    # Unauthenticated calls that store something (StartEnrollment, GetChallenge):
+    open_calls_per_peer_per_second: float = 20.0  # per IPv4 address / IPv6 /64
+    open_calls_peer_burst: float = 100.0  # a site behind one NAT enrolling at once
+    open_calls_per_device_per_second: float = 1.0
+    open_calls_device_burst: float = 10.0  # an agent's retries after a failure
+    rate_limit_max_keys: int = 10_000  # per table (peers, devices): ~1 MB at most
+    max_streams_per_identity: int = 1  # verdict streams per caller (see StreamSlots)
 
 
 DEFAULT_LIMITS = Limits()

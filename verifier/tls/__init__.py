@@ -1,0 +1,1 @@
+"""TLS for every listener: the fleet PKI, caller identities and reloading credentials."""
