@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attest-agent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="attest-agent", description="fleet-attest on-device agent: enroll and attest this TPM"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]

@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attest-sim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="attest-sim", description="simulated swtpm devices against a real verifier"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level",
