@@ -25,6 +25,10 @@ class Limits:
     max_digests_per_event: int = 8
     max_golden_file_bytes: int = 1024 * 1024
     max_stored_evidence_bytes: int = 4 * 1024 * 1024  # per device, for dry runs
+    max_note_bytes: int = 16 * 1024  # a signed note (checkpoint): text and every signature line
+    max_note_signatures: int = 32  # c2sp.org/signed-note: verifiers MUST accept at least 16
+    max_checkpoint_extensions: int = 16  # extension lines after the root hash
+    max_audit_entry_bytes: int = 64 * 1024  # one log entry's canonical JSON
 
 
 DEFAULT_LIMITS = Limits()
