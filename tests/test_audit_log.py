@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from verifier.audit.checkpoint import Checkpoint, sign_checkpoint
-from verifier.audit.entry import EntryKind, LogEntry
+from verifier.audit.entry import EntryKind, LogEntry, format_time
 from verifier.audit.errors import AuditMalformed
 from verifier.audit.merkle import CompactRange, MerkleTree, leaf_hash
 from verifier.audit.note import SignerKey
@@ -294,6 +294,17 @@ def test_operator_action_without_a_caller_is_refused() -> None:
 def test_entry_with_unencodable_fields_is_refused(fields: dict[str, object]) -> None:
     with pytest.raises(AuditMalformed):
         LogEntry(EntryKind.VERDICT, T0, fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-02-30T14:00:00.000000Z", "2026-07-21T14:00:00.000000+00:00"]
+)
+def test_entry_time_that_is_not_a_valid_utc_instant_is_refused(text: str) -> None:
+    good = entry(0).canonical_bytes().decode()
+    bad = good.replace(format_time(entry(0).time), text)
+    assert bad != good
+    with pytest.raises(AuditMalformed, match="entry time"):
+        LogEntry.from_canonical(bad.encode())
 
 
 def test_entry_time_must_be_timezone_aware() -> None:

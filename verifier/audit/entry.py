@@ -64,14 +64,17 @@ REQUIRED_FIELDS: Mapping[EntryKind, tuple[str, ...]] = MappingProxyType(
 def format_time(time: datetime) -> str:
     if time.tzinfo is None or time.utcoffset() is None:
         raise AuditMalformed("an entry time must be timezone-aware")
-    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = time.astimezone(UTC)
+    if not 1970 <= utc.year <= 9999:
+        raise AuditMalformed(f"entry time {utc} is outside the years 1970 to 9999")
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> datetime:
     if not _TIME.fullmatch(text):
         raise AuditMalformed(f"entry time {text!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return datetime.fromisoformat(text)  # the pattern above admits only UTC ("Z")
     except ValueError as exc:
         raise AuditMalformed(f"entry time {text!r} is not a valid date") from exc
 
