@@ -32,6 +32,10 @@ class Limits:
     open_calls_device_burst: float = 10.0  # an agent's retries after a failure
     rate_limit_max_keys: int = 10_000  # per table (peers, devices): ~1 MB at most
     max_streams_per_identity: int = 1  # verdict streams per caller (see StreamSlots)
+    max_note_bytes: int = 16 * 1024  # a signed note (checkpoint): text and every signature line
+    max_note_signatures: int = 32  # c2sp.org/signed-note: verifiers MUST accept at least 16
+    max_checkpoint_extensions: int = 16  # extension lines after the root hash
+    max_audit_entry_bytes: int = 64 * 1024  # one log entry's canonical JSON
 
 
 DEFAULT_LIMITS = Limits()
