@@ -20,6 +20,7 @@ from verifier.metrics import VerifierMetrics
 from verifier.metrics_http import (
     MetricsListenRefused,
     MetricsServer,
+    check_listen,
     is_loopback,
     parse_listen,
     start_metrics_server,
@@ -133,3 +134,9 @@ def test_loopback_detection() -> None:
     assert is_loopback("localhost")
     assert not is_loopback("0.0.0.0")
     assert not is_loopback("localhost.evil.example")
+
+
+def test_a_bad_address_is_refused_before_anything_binds() -> None:
+    with pytest.raises(MetricsListenRefused, match="loopback"):
+        check_listen("0.0.0.0:9464")
+    assert check_listen("0.0.0.0:9464", allow_plaintext=True) == ("0.0.0.0", 9464)

@@ -75,6 +75,25 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
+def check_listen(
+    listen: str,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    *,
+    allow_plaintext: bool = False,
+) -> tuple[str, int]:
+    """The host and port to bind, or ``MetricsListenRefused`` (call before forking workers)."""
+    host, port = parse_listen(listen)
+    if (certfile is None) != (keyfile is None):
+        raise MetricsListenRefused("metrics TLS needs both a certificate and a key")
+    if certfile is None and not is_loopback(host) and not allow_plaintext:
+        raise MetricsListenRefused(
+            f"--metrics-listen {listen}: not a loopback address; give a TLS certificate and"
+            " key, or allow plaintext explicitly"
+        )
+    return host, port
+
+
 def start_metrics_server(
     listen: str,
     registry: CollectorRegistry,
@@ -84,14 +103,7 @@ def start_metrics_server(
     allow_plaintext: bool = False,
 ) -> MetricsServer:
     """Serve ``registry`` on ``listen`` (/metrics; any path answers) in a daemon thread."""
-    host, port = parse_listen(listen)
-    if (certfile is None) != (keyfile is None):
-        raise MetricsListenRefused("metrics TLS needs both a certificate and a key")
-    if certfile is None and not is_loopback(host) and not allow_plaintext:
-        raise MetricsListenRefused(
-            f"--metrics-listen {listen}: not a loopback address; give a TLS certificate and"
-            " key, or allow plaintext explicitly"
-        )
+    host, port = check_listen(listen, certfile, keyfile, allow_plaintext=allow_plaintext)
     if host == "localhost":
         host = "127.0.0.1"
     server, thread = start_http_server(
