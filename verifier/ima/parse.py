@@ -163,11 +163,14 @@ def parse_binary(
             raise ImaLogError(f"IMA entry {index}: template name length {name_len} is invalid")
         template = _template_name(data[pos : pos + name_len], index)
         pos += name_len
+        start = pos + 4
         if template == "ima":
             fields, pos = _legacy_fields(data, pos, index)
+            raw = None
         else:
             fields, pos = _template_data(data, pos, index, len(TEMPLATE_FIELDS[template]), limits)
-        entry = _entry(index, pcr, template_hash, template, fields, limits)
+            raw = data[start:pos]  # the template data is exactly what the kernel hashed
+        entry = _entry(index, pcr, template_hash, template, fields, limits, raw)
         _check_template_hash(entry, hfunc)
         entries.append(entry)
     return ImaLog(tuple(entries), template_hash_alg, first_index)
@@ -328,6 +331,7 @@ def _entry(
     template: str,
     fields: tuple[bytes, ...],
     limits: Limits,
+    raw: bytes | None = None,
 ) -> ImaEntry:
     if pcr > MAX_PCR:
         raise ImaLogError(f"IMA entry {index}: PCR index {pcr} is outside 0-23")

@@ -169,6 +169,8 @@ class RuntimePolicy:
             )
         if entry.number == 0 and entry.path == BOOT_AGGREGATE:
             return None
+        if self._fast_pass(entry):
+            return None
         if self.exclude.first(entry.path) is not None:
             return None
         if entry.template == "ima-buf":
@@ -197,6 +199,14 @@ class RuntimePolicy:
                 rule=f"runtime.signatures.require {required}",
             )
         return self._digest(entry)
+
+    def _fast_pass(self, entry: ImaEntry) -> bool:
+        """An unsigned file with an allowed digest and no signature rule passes whatever the
+        exclusions say (an excluded entry passes too), so they need not be matched."""
+        if entry.signature or entry.template == "ima-buf" or self.require_signature.patterns:
+            return False
+        allowed = self.digests.get(entry.path)
+        return allowed is not None and entry.digest in allowed
 
     def _digest(self, entry: ImaEntry) -> Reason | None:
         allowed = self.digests.get(entry.path)
