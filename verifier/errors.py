@@ -25,6 +25,15 @@ class EventLogError(MalformedEvidence):
     """The event log is not a valid TCG PC Client firmware log (the parser's one error)."""
 
 
+class ImaLogError(MalformedEvidence):
+    """The IMA measurement list does not parse, or an entry disagrees with its template hash."""
+
+
+class ImaLogRequired(AttestationError):
+    """The entries sent cannot be appraised without the whole IMA log (gap, overlap that
+    disagrees, new boot, no stored state): the agent must send the log from entry 0."""
+
+
 class SignatureInvalid(AttestationError):
     """A signature does not verify with the key it must come from."""
 

@@ -24,6 +24,17 @@ class Limits:
     max_event_data_bytes: int = 1024 * 1024  # one event's data
     max_digests_per_event: int = 8
     max_golden_file_bytes: int = 1024 * 1024
+    max_ima_log_bytes: int = 32 * 1024 * 1024  # one IMA measurement list, binary or ASCII
+    max_ima_entries: int = 200_000
+    max_ima_template_data_bytes: int = 128 * 1024  # one entry's template data
+    max_ima_path_bytes: int = 4096  # PATH_MAX
+    max_ima_signature_bytes: int = 2048  # an ima-sig/modsig field (RSA-4096 v2 is 521)
+    max_ima_buf_bytes: int = 64 * 1024  # an ima-buf field (a key, a command line)
+    max_ima_policy_digests: int = 2_000_000  # digests in one runtime policy
+    max_ima_digests_per_path: int = 64
+    max_runtime_policy_bytes: int = 64 * 1024 * 1024  # an imported Keylime policy (JSON)
+    max_ima_patterns: int = 10_000  # exclusion and signature selectors in one policy
+    max_ima_pattern_bytes: int = 4096
     max_stored_evidence_bytes: int = 4 * 1024 * 1024  # per device, for dry runs
     # Unauthenticated calls that store something (StartEnrollment, GetChallenge):
     open_calls_per_peer_per_second: float = 20.0  # per IPv4 address / IPv6 /64
