@@ -16,7 +16,7 @@ ROOT=$(pwd)
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 system_packages() {
-    local pkgs=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc python3-dev python3-venv postgresql systemd)
+    local pkgs=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc python3-dev python3-venv postgresql systemd prometheus)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
