@@ -37,6 +37,9 @@ CORE = (
     "verifier/token/jws.py",
     "verifier/token/verify.py",
     "verifier/token/errors.py",
+    "verifier/audit",
+    "verifier/ima",
+    "verifier/tls/identity.py",
 )
 EDGES = (
     "grpc",
