@@ -131,7 +131,10 @@ def test_serve_starts_from_the_wheel(installed: Path, tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while not port_file.exists() and serve.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert port_file.exists(), serve.stderr.read() if serve.poll() is not None else "timeout"
+        if not port_file.exists():
+            serve.kill()
+            _, err = serve.communicate(timeout=30)
+            pytest.fail(f"serve did not start from the wheel: {err[-2000:]}")
         status = _run(
             [
                 str(installed / "attest-verifier"),
