@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from verifier.eventlog import (
     rules_quote_pcrs,
 )
 from verifier.golden.model import CmdlineRule, EventRules
+from verifier.golden.pattern import compile_linear
 from verifier.verdict import Status
 
 DATA = Path(__file__).parent / "data" / "eventlogs"
@@ -113,9 +113,9 @@ def test_kernel_cmdline_exact_mismatch_fails(facts: BootFacts, golden: EventRule
 
 
 def test_kernel_cmdline_pattern(facts: BootFacts, golden: EventRules) -> None:
-    ok = CmdlineRule(pattern=re.compile(r"\(hd0,gpt2\)/vmlinuz-\S+ root=\S+ ro .*"))
+    ok = CmdlineRule(pattern=compile_linear(r"\(hd0,gpt2\)/vmlinuz-\S+ root=\S+ ro .*"))
     assert evaluate_event_rules(facts, dataclasses.replace(golden, kernel_cmdline=ok), "r") == []
-    bad = CmdlineRule(pattern=re.compile(r".* init=/bin/sh.*"))
+    bad = CmdlineRule(pattern=compile_linear(r".* init=/bin/sh.*"))
     [reason] = evaluate_event_rules(facts, dataclasses.replace(golden, kernel_cmdline=bad), "r")
     assert reason.code == "kernel_cmdline_mismatch"
 
