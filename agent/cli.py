@@ -6,7 +6,11 @@
 
 ``run`` enrolls if needed, attests, then re-attests at about two thirds of each verdict's
 lifetime (with jitter), backing off with jitter while the verifier is unreachable or busy,
-until SIGTERM. ``attest`` exits 0 only for an affirming verdict.
+until SIGTERM. A TPM that is absent, unreachable, in dictionary-attack lockout, busy or in
+failure mode (``agent.tpm.tpm_condition``) does not end ``run`` either: it is logged, written
+to ``status.json`` in the state directory (``agent.state.TpmStatus``) and retried with the same
+backoff. Only errors that need an operator (a corrupt state file, an AK that no longer loads
+after a TPM clear) exit 2. ``attest`` exits 0 only for an affirming verdict.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import grpc
 from agent import __version__
 from agent.backoff import Backoff, Stopped, is_transient
 from agent.flows import DEFAULT_EVENT_LOG, AgentConfig, attest_once, enroll
-from agent.state import StateError
-from agent.tpm import TpmError
+from agent.state import AgentState, StateError, TpmStatus
+from agent.tpm import TpmError, tpm_condition
 from fleetattest.v1 import fleetattest_pb2 as pb
 
 log = logging.getLogger("attest-agent")
@@ -127,13 +131,27 @@ def cmd_attest(config: AgentConfig, stop: threading.Event) -> int:
 def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
     rng = random.Random()
     backoff = Backoff()
-    device_id = enroll(config, stop)
+    health = TpmHealth(AgentState(config.state_dir))
+    device_id: str | None = None
     attempt = 0
     while not stop.is_set():
         try:
+            if device_id is None:
+                device_id = enroll(config, stop)  # loads (or creates) the AK: the TPM works
+                health.report("ok")
             verdict = attest_once(config, device_id, stop)
+        except TpmError as exc:
+            condition = tpm_condition(exc)
+            if condition is None:
+                raise
+            wait = backoff.delay(attempt, rng)
+            attempt += 1
+            health.report(condition, str(exc))
+            log.warning("the TPM is %s (%s); retry in %.1fs", condition, exc, wait)
+            stop.wait(wait)
+            continue
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:  # the verifier lost this device
+            if exc.code() == grpc.StatusCode.NOT_FOUND and device_id is not None:
                 log.warning("the verifier does not know %s; enrolling again", device_id)
                 device_id = enroll(config, stop, force=True)
                 continue
@@ -147,9 +165,30 @@ def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
             stop.wait(wait)
             continue
         attempt = 0
+        health.report("ok")
         log.info("verdict: %s", format_verdict(verdict).splitlines()[0])
         stop.wait(next_attestation_in(verdict, time.time(), rng))
     return 0
+
+
+class TpmHealth:
+    """The TPM's condition as ``run`` last saw it, saved to ``status.json`` when it changes."""
+
+    def __init__(self, state: AgentState) -> None:
+        self.state = state
+        self.current: TpmStatus | None = None
+
+    def report(self, condition: str, detail: str = "") -> None:
+        if self.current is not None and self.current.condition == condition:
+            return
+        status = TpmStatus(condition, detail, time.time())
+        if condition == "ok" and self.current is not None:
+            log.info("the TPM is usable again (it was %s)", self.current.condition)
+        self.current = status
+        try:
+            self.state.save_tpm_status(status)
+        except OSError as exc:  # a full disk must not stop attestation
+            log.warning("cannot write the TPM status: %s", exc)
 
 
 def next_attestation_in(verdict: pb.Verdict, now: float, rng: random.Random) -> float:

@@ -1,4 +1,4 @@
-"""The agent's state directory: the AK blobs and the enrollment record.
+"""The agent's state directory: the AK blobs, the enrollment record and the TPM's status.
 
 Invariants:
 
@@ -8,6 +8,10 @@ Invariants:
 - The AK blobs (TPM2B_PUBLIC and TPM2B_PRIVATE as the TPM returned them, the key algorithm,
   the parent's template name and the digest of the parent's public area) are written once, when
   the AK is created; a restart or a reboot reloads the same AK from them.
+- ``status.json`` says whether the TPM is usable now (``TpmStatus``): written by ``run`` when
+  the condition changes, for people and monitoring to read; it is not an identity, so a status
+  file that does not parse is reported like the others but never stops a run (``run`` rewrites
+  it).
 - A state file that exists but does not parse raises ``StateError`` naming the file. The agent
   never answers a corrupt file by creating a new identity: an operator decides (by removing the
   state directory, which means a new AK that the verifier will not accept without approval).
@@ -30,6 +34,9 @@ from typing import Final
 FORMAT_VERSION: Final = 1
 AK_FILE: Final = "ak.json"
 ENROLLMENT_FILE: Final = "enrollment.json"
+STATUS_FILE: Final = "status.json"
+# "ok", or why the TPM cannot be used now (see agent.tpm.tpm_condition)
+TPM_CONDITIONS: Final = frozenset({"ok", "absent", "locked out", "busy", "failed"})
 MAX_STATE_FILE: Final = 64 * 1024  # bytes; ours are well under 4 KiB
 AK_ALGS: Final = frozenset({"ecc", "rsa"})
 
@@ -52,6 +59,17 @@ class AkBlobs:
     private: bytes  # marshalled TPM2B_PRIVATE (sealed to the parent by the TPM)
     parent: str  # the parent's EK template name, e.g. "EK-ECC256"
     parent_digest: bytes  # SHA-256 of the parent's marshalled TPM2B_PUBLIC at creation
+
+
+@dataclass(frozen=True)
+class TpmStatus:
+    condition: str  # one of TPM_CONDITIONS
+    detail: str  # the TPM's last error; "" when ok
+    since: float  # POSIX seconds: when this condition began
+
+    def __post_init__(self) -> None:
+        if self.condition not in TPM_CONDITIONS:
+            raise ValueError(f"unknown TPM condition {self.condition!r}")
 
 
 class AgentState:
@@ -135,6 +153,31 @@ class AgentState:
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
         _fsync_dir(self.path)
+
+    # -- TPM status --------------------------------------------------------------------
+
+    def tpm_status(self) -> TpmStatus | None:
+        data = self._read(STATUS_FILE, {"version", "tpm", "detail", "since"})
+        if data is None:
+            return None
+        where = self.path / STATUS_FILE
+        condition, detail, since = data["tpm"], data["detail"], data["since"]
+        if condition not in TPM_CONDITIONS or not isinstance(condition, str):
+            raise StateError(f"{where}: unknown TPM condition {condition!r}")
+        if not isinstance(detail, str) or not isinstance(since, (int, float)):
+            raise StateError(f"{where}: detail must be a string and since a number")
+        return TpmStatus(condition, detail, float(since))
+
+    def save_tpm_status(self, status: TpmStatus) -> None:
+        self._write(
+            STATUS_FILE,
+            {
+                "version": FORMAT_VERSION,
+                "tpm": status.condition,
+                "detail": status.detail,
+                "since": status.since,
+            },
+        )
 
     # -- file I/O ----------------------------------------------------------------------
 

@@ -51,9 +51,11 @@ from tpm2_pytss.constants import (
     TPM2_CAP,
     TPM2_HT,
     TPM2_PT_NV,
+    TPM2_RC,
     TPM2_SE,
     TPMA_NV,
     TPMA_OBJECT,
+    TSS2_RC,
 )
 from tpm2_pytss.types import (
     TPM2B_ENCRYPTED_SECRET,
@@ -91,11 +93,51 @@ AK_ATTRIBUTES: Final = (
     | TPMA_OBJECT.SENSITIVEDATAORIGIN
     | TPMA_OBJECT.USERWITHAUTH
 )
+# Created AKs are also noDA: the AK has an empty auth value, so dictionary-attack protection
+# guards nothing and would only let a DA lockout (say, after power loss mid-command) stop the
+# quotes. AKs saved before this without noDA still load (they need AK_ATTRIBUTES only).
+AK_CREATE_ATTRIBUTES: Final = AK_ATTRIBUTES | TPMA_OBJECT.NODA
 AK_TEMPLATE: Final = {"ecc": "ecc256:ecdsa-sha256:null", "rsa": "rsa2048:rsassa-sha256:null"}
 
 
 class TpmError(Exception):
     """The TPM refused an operation, or what it returned is not what was asked for."""
+
+
+class TpmUnavailable(TpmError):
+    """The TPM cannot be reached at all (no device, no simulator listening)."""
+
+
+# TPM warnings that pass: the TPM is busy, testing itself, or rate-limiting NV writes.
+_BUSY = frozenset(
+    {TPM2_RC.RETRY, TPM2_RC.YIELDED, TPM2_RC.TESTING, TPM2_RC.NV_RATE, TPM2_RC.NV_UNAVAILABLE}
+)
+
+
+def tpm_condition(exc: TpmError) -> str | None:
+    """Why the TPM cannot be used *now* (worth a retry later), or ``None`` for a lasting error.
+
+    "absent": not reachable (``TpmUnavailable``, or the TCTI lost the connection mid-command);
+    "locked out": dictionary-attack lockout (a DA-protected object was used);
+    "busy": a TPM warning that passes; "failed": the TPM is in failure mode (needs a reset).
+    Anything else (a corrupt state file, an AK that no longer loads after a TPM clear, a
+    malformed answer) needs an operator and is ``None``.
+    """
+    if isinstance(exc, TpmUnavailable):
+        return "absent"
+    cause = exc.__cause__
+    if not isinstance(cause, TSS2_Exception):
+        return None
+    rc = int(cause.rc)
+    if rc & TSS2_RC.RC_LAYER_MASK == TSS2_RC.TCTI_RC_LAYER:
+        return "absent"
+    if rc == TPM2_RC.LOCKOUT:
+        return "locked out"
+    if rc in _BUSY:
+        return "busy"
+    if rc == TPM2_RC.FAILURE:
+        return "failed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -136,7 +178,7 @@ class Tpm:
         try:
             return cls(ESAPI(tcti))
         except TSS2_Exception as exc:
-            raise TpmError(f"cannot open the TPM at {tcti!r}: {exc}") from exc
+            raise TpmUnavailable(f"cannot open the TPM at {tcti!r}: {exc}") from exc
 
     def __enter__(self) -> Tpm:
         return self
@@ -265,7 +307,7 @@ class Tpm:
 
     def _create_ak(self, state: AgentState, alg: str, parent: EkHandle) -> AkHandle:
         template = TPM2B_PUBLIC.parse(
-            AK_TEMPLATE[alg], objectAttributes=AK_ATTRIBUTES, nameAlg=TPM2_ALG.SHA256
+            AK_TEMPLATE[alg], objectAttributes=AK_CREATE_ATTRIBUTES, nameAlg=TPM2_ALG.SHA256
         )
         with self._ek_policy_session() as session:
             try:

@@ -36,7 +36,7 @@ else:
     sys.exit("a W+X mapping was allowed: the rule is not in force")
 from simulator.fleet import Fleet
 from simulator.profiles import GOOD_A
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 with Fleet(Path(sys.argv[1])) as fleet:
     fleet.start_verifier(Path(sys.argv[2]))
     device = fleet.add_device("mdwe", GOOD_A)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
 
 from verifier.eventlog import BootFacts, extract_facts, parse_event_log
 from verifier.golden.model import CmdlineRule, EventRules
+from verifier.golden.pattern import compile_linear
 from verifier.golden.rules import evaluate_event_rules, rules_pcrs, rules_quote_pcrs
 from verifier.verdict import Status
 
@@ -107,9 +107,9 @@ def test_kernel_cmdline_exact_mismatch_fails(facts: BootFacts, golden: EventRule
 
 
 def test_kernel_cmdline_pattern(facts: BootFacts, golden: EventRules) -> None:
-    ok = CmdlineRule(pattern=re.compile(r"\(hd0,gpt2\)/vmlinuz-\S+ root=\S+ ro .*"))
+    ok = CmdlineRule(pattern=compile_linear(r"\(hd0,gpt2\)/vmlinuz-\S+ root=\S+ ro .*"))
     assert evaluate_event_rules(facts, dataclasses.replace(golden, kernel_cmdline=ok), "r") == []
-    bad = CmdlineRule(pattern=re.compile(r".* init=/bin/sh.*"))
+    bad = CmdlineRule(pattern=compile_linear(r".* init=/bin/sh.*"))
     [reason] = evaluate_event_rules(facts, dataclasses.replace(golden, kernel_cmdline=bad), "r")
     assert reason.code == "kernel_cmdline_mismatch"
 

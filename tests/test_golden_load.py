@@ -170,7 +170,7 @@ EXPECTED: dict[str, list[tuple[int, int, str]]] = {
         (13, 16, "not_after must be a date or an RFC 3339 time, not a string ('next tuesday')"),
     ],
     "bad-regex.yaml": [
-        (7, 31, "kernel_cmdline pattern does not compile: missing ), unterminated subpattern"),
+        (7, 31, "kernel_cmdline pattern is refused: missing ): root=(/dev/sda[0-9]"),
         (9, 21, "kernel_cmdline needs exactly one of exact or pattern"),
         (11, 21, "kernel_cmdline needs exactly one of exact or pattern"),
     ],

@@ -8,8 +8,9 @@ facts (``EventRules``, evaluated against facts extracted from a verified event l
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from verifier.golden.pattern import LinearPattern
 
 # Opt-in quirks of real firmware. Each is off unless a profile names it.
 QUIRKS = frozenset(
@@ -26,10 +27,10 @@ BANKS = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 @dataclass(frozen=True)
 class CmdlineRule:
-    """The kernel command line, exact or a full-match regular expression."""
+    """The kernel command line, exact or a full-match regular expression (RE2, linear time)."""
 
     exact: str | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: LinearPattern | None = None
 
 
 @dataclass(frozen=True)

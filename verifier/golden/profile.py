@@ -10,7 +10,6 @@ built only when its file recorded no problem.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,6 +17,7 @@ from typing import TypeVar
 from verifier.golden import fields as fl
 from verifier.golden.model import BANKS, QUIRKS, CmdlineRule, EventRules, Profile, Release
 from verifier.golden.nodes import Mapping, Node, Scalar, Sequence
+from verifier.golden.pattern import PatternRefused, compile_linear
 
 T = TypeVar("T")
 
@@ -417,11 +417,12 @@ def _cmdline(ctx: fl.FileContext, node: Node) -> CmdlineRule | None:
     if text is None:
         return None
     try:
-        return CmdlineRule(pattern=re.compile(text))
-    except re.error as exc:
+        return CmdlineRule(pattern=compile_linear(text))
+    except PatternRefused as exc:
         ctx.problem(
             pattern_node,
-            f"kernel_cmdline pattern does not compile: {exc.msg} at position {exc.pos}",
-            "a Python regular expression, matched against the whole command line",
+            f"kernel_cmdline pattern is refused: {exc.reason}",
+            "an RE2 regular expression (no backreferences or lookarounds), matched against"
+            " the whole command line in linear time",
         )
         return None
