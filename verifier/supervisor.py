@@ -54,16 +54,30 @@ class RestartPolicy:
 
 
 def supervise(
-    worker: Callable[[], int], processes: int, policy: RestartPolicy | None = None
+    worker: Callable[[], int],
+    processes: int,
+    policy: RestartPolicy | None = None,
+    on_exit: Callable[[int], None] | None = None,
 ) -> int:
-    """Run ``processes`` copies of ``worker`` until told to stop; see the module docstring."""
+    """Run ``processes`` copies of ``worker`` until told to stop; see the module docstring.
+
+    ``on_exit(pid)`` runs in the supervisor for every worker that ended (for example to drop a
+    dead worker's live metrics).
+    """
     if processes < 1:
         raise ValueError("processes must be at least 1")
-    return _Supervisor(worker, processes, policy or RestartPolicy()).run()
+    return _Supervisor(worker, processes, policy or RestartPolicy(), on_exit).run()
 
 
 class _Supervisor:
-    def __init__(self, worker: Callable[[], int], processes: int, policy: RestartPolicy) -> None:
+    def __init__(
+        self,
+        worker: Callable[[], int],
+        processes: int,
+        policy: RestartPolicy,
+        on_exit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.on_exit = on_exit
         self.worker = worker
         self.processes = processes
         self.policy = policy
@@ -112,6 +126,8 @@ class _Supervisor:
             if pid not in self.children:
                 continue
             self.children.discard(pid)
+            if self.on_exit is not None:
+                self.on_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:  # the exit code of a stop is the worst of the workers' own
                 self.worst = max(self.worst, (code & 0xFF) if code >= 0 else 128 - code)

@@ -8,15 +8,16 @@ broken; expired nonces and challenges are purged and the signing key ring re-rea
 
 ``--processes N`` forks N servers before any gRPC state exists, each binding the same port
 with SO_REUSEPORT (the kernel spreads connections): the way past the GIL, one per core. They
-share the store, so a nonce issued by one is consumed exactly once by any.
+share the store, so a nonce issued by one is consumed exactly once by any. The parent is a
+supervisor (``verifier.supervisor``): a worker that dies is replaced after a backoff (logged),
+and the verifier exits 1 when workers keep dying. Before forking, the port must be free: a
+leftover verifier holding it with SO_REUSEPORT would otherwise silently share the traffic.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -32,6 +33,7 @@ from verifier.golden.load import GoldenError
 from verifier.livegolden import LiveGolden
 from verifier.service.server import build_server
 from verifier.store import open_store
+from verifier.supervisor import check_port_exclusive, supervise
 from verifier.token import KeyRing
 
 log = logging.getLogger("attest-verifier")
@@ -78,34 +80,12 @@ def serve_command(ns: argparse.Namespace) -> int:
     if ns.listen.rpartition(":")[2] in ("", "0"):
         print("attest-verifier: --processes needs a fixed port in --listen", file=sys.stderr)
         return 2
-    return _serve_workers(ns)
-
-
-def _serve_workers(ns: argparse.Namespace) -> int:
-    children: list[int] = []
-    for _ in range(ns.processes):
-        pid = os.fork()
-        if pid == 0:  # a worker: its own gRPC server, store connections and signal handlers
-            code = 1
-            try:
-                code = serve_one(ns, reuse_port=True)
-            finally:
-                os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    log.info("%d verifier processes started: %s", len(children), children)
-    worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
-    return worst
+    # SO_REUSEPORT would let a leftover verifier share the port: only our own workers may.
+    held = check_port_exclusive(ns.listen)
+    if held is not None:
+        print(f"attest-verifier: {held}", file=sys.stderr)
+        return 2
+    return supervise(lambda: serve_one(ns, reuse_port=True), ns.processes)
 
 
 def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
