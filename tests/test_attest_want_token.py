@@ -64,7 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[grpc.Chan
         store.close()
 
 
-def attest(ch: grpc.Channel, ak: SoftAk, **extra: bool) -> pb.Verdict:
+def attest(ch: grpc.Channel, ak: SoftAk, *, want_token: bool = False) -> pb.Verdict:
     record = boot(GOOD_A, lambda pcr, digests: None)
     pcrs = record.expected_pcrs["sha256"]
     stub = pb_grpc.AgentStub(ch)
@@ -78,7 +78,7 @@ def attest(ch: grpc.Channel, ak: SoftAk, **extra: bool) -> pb.Verdict:
         signature=signature,
         pcr_values=[pb.PcrValue(pcr=i, digest=d) for i, d in quoted.items()],
         event_log=record.log,
-        **extra,
+        want_token=want_token,
     )
     verdict: pb.Verdict = stub.Attest(request).verdict
     assert verdict.status == pb.STATUS_AFFIRMING
