@@ -121,8 +121,8 @@ class Verifier:
             device_id, issued.nonce, issued.bank, issued.pcrs, issued.profile, issued.expires_at
         )
 
-    def attest(self, evidence: Evidence) -> tuple[Verdict, str]:
-        """Appraise, store and sign: the stored verdict and its token."""
+    def attest(self, evidence: Evidence, *, want_token: bool = True) -> tuple[Verdict, str]:
+        """Appraise and store: the stored verdict and, when ``want_token``, its token."""
         device = self._device(evidence.device_id)
         now = self.clock()
         issued = self.store.consume_nonce(evidence.device_id, evidence.nonce, now)
@@ -161,7 +161,7 @@ class Verifier:
             stored.release or "-",
             len(stored.reasons),
         )
-        return stored, self.token_for(stored, device=device)
+        return stored, self.token_for(stored, device=device) if want_token else ""
 
     def _keep_evidence(
         self, evidence: Evidence, device: DeviceRecord, issued: IssuedNonce, now: float

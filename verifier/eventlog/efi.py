@@ -19,6 +19,7 @@ import hashlib
 import struct
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 
 # GUIDs as they appear on the wire (EFI_GUID, mixed endian: ``uuid.UUID.bytes_le``).
 EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c").bytes_le
@@ -51,7 +52,9 @@ class SignatureDb:
     """The content of PK, KEK, db or dbx: certificates by SHA-256 fingerprint, and hashes.
 
     The EFI_CERT_SHA256 entries (hundreds in a real dbx) stay in ``raw`` until asked for:
-    ``has_hash`` searches them in place, ``hashes`` lists them.
+    ``hashes`` lists them; ``hash_set`` (built on first use, then kept with these facts, which
+    the log memo keeps per distinct log) makes ``has_hash`` and ``entries`` lookups, so a
+    rule that expects hundreds of hashes costs one set test, not a scan of ``raw`` per hash.
     """
 
     certificates: tuple[bytes, ...]  # SHA-256 of each X.509 certificate's DER
@@ -72,18 +75,19 @@ class SignatureDb:
             for p in range(first, end, _SHA256_ENTRY)
         )
 
+    @cached_property
+    def hash_set(self) -> frozenset[bytes]:
+        """Every EFI_CERT_SHA256 entry's 32-byte hash (never an owner GUID, never a partial)."""
+        return frozenset(self.hashes)
+
+    @cached_property
+    def entries(self) -> frozenset[bytes]:
+        """``hash_set`` and the certificates' SHA-256 fingerprints: every SHA-256 listed."""
+        return self.hash_set | frozenset(self.certificates)
+
     def has_hash(self, digest: bytes) -> bool:
         """True when an EFI_CERT_SHA256 entry (not its owner GUID, not a partial) is ``digest``."""
-        if len(digest) != 32:
-            return False
-        raw = self.raw
-        for first, end in self.hash_lists:
-            pos = raw.find(digest, first, end)
-            while pos >= 0:
-                if (pos - first) % _SHA256_ENTRY == 16:
-                    return True
-                pos = raw.find(digest, pos + 1, end)
-        return False
+        return len(digest) == 32 and digest in self.hash_set
 
 
 def parse_variable(data: bytes) -> Variable:

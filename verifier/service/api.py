@@ -119,7 +119,7 @@ class AgentService(pb_grpc.AgentServicer):
     @rpc
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         evidence = _evidence_from(request, self.v.settings.limits)
-        verdict, token = self.v.attest(evidence)
+        verdict, token = self.v.attest(evidence, want_token=request.want_token)
         return pb.AttestResponse(verdict=verdict_to_pb(verdict, self.v.freshness(verdict), token))
 
 
