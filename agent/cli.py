@@ -1,12 +1,19 @@
 """``attest-agent``: the on-device agent.
 
-    attest-agent enroll --verifier HOST:PORT --tcti TCTI --state-dir DIR
-    attest-agent attest --verifier HOST:PORT --tcti TCTI --state-dir DIR
-    attest-agent run    --verifier HOST:PORT --tcti TCTI --state-dir DIR
+    attest-agent enroll --verifier HOST:PORT --ca FILE --tcti TCTI --state-dir DIR
+    attest-agent attest --verifier HOST:PORT --ca FILE --tcti TCTI --state-dir DIR
+    attest-agent run    --verifier HOST:PORT --ca FILE --tcti TCTI --state-dir DIR
+
+``--ca FILE`` pins the verifier's CA bundle (``ca.pem`` from ``attest-verifier certs init``):
+the agent talks TLS and refuses, with one line and exit 2, a verifier it cannot authenticate.
+``--insecure`` instead talks plaintext (a lab verifier started with ``serve --insecure``); one
+of the two is required.
 
 ``run`` enrolls if needed, attests, then re-attests at about two thirds of each verdict's
 lifetime (with jitter), backing off with jitter while the verifier is unreachable or busy,
-until SIGTERM. ``attest`` exits 0 only for an affirming verdict.
+until SIGTERM. It keeps one channel for all its attestations (gRPC reconnects it when the
+verifier restarts or the idle connection was closed). ``attest`` exits 0 only for an
+affirming verdict.
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ import grpc
 
 from agent import __version__
 from agent.backoff import Backoff, Stopped, is_transient
-from agent.flows import DEFAULT_EVENT_LOG, AgentConfig, attest_once, enroll
+from agent.flows import (
+    DEFAULT_EVENT_LOG,
+    AgentConfig,
+    ChannelConfigError,
+    VerifierNotAuthenticated,
+    attest_once,
+    config_channel,
+    enroll,
+)
 from agent.state import StateError
 from agent.tpm import TpmError
 from fleetattest.v1 import fleetattest_pb2 as pb
@@ -49,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         event_log=None if ns.no_event_log else ns.event_log,
         labels=dict(_label(item) for item in ns.label),
         new_ak=getattr(ns, "new_ak", False),
+        ca=ns.ca,
+        insecure=ns.insecure,
     )
     stop = threading.Event()
 
@@ -65,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"attest-agent: verifier said {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 2
-    except (TpmError, StateError) as exc:
+    except (TpmError, StateError, ChannelConfigError, VerifierNotAuthenticated) as exc:
         print(f"attest-agent: {exc}", file=sys.stderr)
         return 2
 
@@ -84,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--verifier", required=True, help="HOST:PORT of the verifier")
+        wire = p.add_mutually_exclusive_group(required=True)
+        wire.add_argument(
+            "--ca", type=Path, help="the verifier's CA bundle (PEM) to pin: TLS, authenticated"
+        )
+        wire.add_argument(
+            "--insecure",
+            action="store_true",
+            help="plaintext to the verifier (a lab verifier run with serve --insecure)",
+        )
         p.add_argument("--tcti", default="device:/dev/tpmrm0", help="TCTI (default %(default)s)")
         p.add_argument("--state-dir", type=Path, required=True, help="agent state directory")
         p.add_argument("--ak-alg", choices=["ecc", "rsa"], default="ecc")
@@ -126,10 +152,22 @@ def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
     rng = random.Random()
     backoff = Backoff()
     device_id = enroll(config, stop)
+    with config_channel(config) as ch:  # one channel for every attestation
+        return _run_loop(config, device_id, stop, ch, rng, backoff)
+
+
+def _run_loop(
+    config: AgentConfig,
+    device_id: str,
+    stop: threading.Event,
+    ch: grpc.Channel,
+    rng: random.Random,
+    backoff: Backoff,
+) -> int:
     attempt = 0
     while not stop.is_set():
         try:
-            verdict = attest_once(config, device_id, stop)
+            verdict = attest_once(config, device_id, stop, ch)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:  # the verifier lost this device
                 log.warning("the verifier does not know %s; enrolling again", device_id)
