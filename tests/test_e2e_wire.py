@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -243,31 +244,27 @@ def test_get_challenge_and_start_enrollment_flood_keeps_the_tables_bounded(
 # ------------------------------------------------------------------ relying parties
 
 
-class _RecordingRelyingParty(pb_grpc.RelyingPartyServicer):
-    """A plaintext impostor: it would answer anything; it records that it was asked."""
+def _impostor(calls: list[str]) -> grpc.GenericRpcHandler[Any, Any]:
+    """A plaintext impostor RelyingParty: it would answer anything; it records being asked."""
 
-    def __init__(self) -> None:
-        self.calls: list[str] = []
+    def answer(name: str) -> grpc.RpcMethodHandler[Any, Any]:
+        def behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
+            calls.append(name)
+            return b""
 
-    def GetVerdict(
-        self, request: pb.GetVerdictRequest, context: grpc.ServicerContext
-    ) -> pb.GetVerdictResponse:
-        self.calls.append("GetVerdict")
-        return pb.GetVerdictResponse()
+        return grpc.unary_unary_rpc_method_handler(behaviour)
 
-    def GetJwks(
-        self, request: pb.GetJwksRequest, context: grpc.ServicerContext
-    ) -> pb.GetJwksResponse:
-        self.calls.append("GetJwks")
-        return pb.GetJwksResponse(jwks_json='{"keys": []}')
+    return grpc.method_handlers_generic_handler(
+        "fleetattest.v1.RelyingParty", {n: answer(n) for n in ("GetVerdict", "GetJwks")}
+    )
 
 
 def test_verdict_check_with_no_pinned_keys_over_plaintext_is_refused(
     capsys: pytest.CaptureFixture[str], short_dir: Path
 ) -> None:
-    impostor = _RecordingRelyingParty()
+    calls: list[str] = []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_RelyingPartyServicer_to_server(impostor, server)
+    server.add_generic_rpc_handlers((_impostor(calls),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -279,7 +276,7 @@ def test_verdict_check_with_no_pinned_keys_over_plaintext_is_refused(
         assert "--jwks" in capsys.readouterr().err
     finally:
         server.stop(None)
-    assert impostor.calls == []  # nothing was fetched
+    assert calls == []  # nothing was fetched
 
 
 # ------------------------------------------------------------------ listeners
