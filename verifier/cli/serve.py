@@ -305,8 +305,9 @@ def _build(
     except (AttestationError, ValueError) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
     except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind ...")
+        where = " or ".join(a for a in (listen.agent, listen.caller) if a)
         print(
-            f"attest-verifier: cannot listen on {ns.listen}: the port is in use or the "
+            f"attest-verifier: cannot listen on {where}: the port is in use or the "
             f"address is not this machine's ({exc})",
             file=sys.stderr,
         )
