@@ -69,6 +69,19 @@ def test_verdict_check_passes_only_a_fresh_affirming_verdict(
     assert "NOT TRUSTED" in out and "kernel_cmdline_mismatch" in out
 
 
+def test_verdict_check_fetches_keys_only_over_an_authenticated_tls_channel(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = attested(fleet, "good")
+    flags = fleet.live.client_flags("relying-party")
+    argv = ["verdict", "check", good.device_id, "--max-age", "10m"]
+    assert cli.main([*argv, *flags]) == 0  # no --jwks: fetched over mutual TLS
+    assert "keys fetched over TLS" in capsys.readouterr().out
+    without_ca = [f for f in flags if f != "--ca" and f != str(fleet.live.ca)]
+    assert cli.main([*argv, *without_ca]) == 2  # unauthenticated: refused before connecting
+    assert "unauthenticated" in capsys.readouterr().err
+
+
 def test_token_signed_by_a_key_that_is_not_pinned_is_refused(
     fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
