@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from verifier.cli.common import UsageError
 from verifier.tls.credentials import explain_connect_error, open_channel
 
 
@@ -32,8 +33,15 @@ def add_connection_flags(parser: argparse.ArgumentParser, role: str) -> None:
 
 
 def connect(ns: argparse.Namespace) -> grpc.Channel:
-    """The channel the flags describe; ``TlsConfigError`` (exit 2) for a plaintext one."""
-    return open_channel(str(ns.verifier), ca=ns.ca, cert=ns.cert, key=ns.key)
+    """The channel the flags describe; ``TlsConfigError`` (exit 2) for a plaintext one, a
+    ``UsageError`` for the caller port without a client certificate (it would refuse us)."""
+    address = str(ns.verifier)
+    if not address.startswith("unix:") and ns.ca is not None and ns.cert is None:
+        raise UsageError(
+            f"{address}: the caller port needs a client certificate (--cert and --key), or "
+            "reach the operator socket with --verifier unix:PATH"
+        )
+    return open_channel(address, ca=ns.ca, cert=ns.cert, key=ns.key)
 
 
 def is_authenticated_tls(ns: argparse.Namespace) -> bool:
