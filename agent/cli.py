@@ -1,16 +1,23 @@
 """``attest-agent``: the on-device agent.
 
-    attest-agent enroll --verifier HOST:PORT --tcti TCTI --state-dir DIR
-    attest-agent attest --verifier HOST:PORT --tcti TCTI --state-dir DIR
-    attest-agent run    --verifier HOST:PORT --tcti TCTI --state-dir DIR
+    attest-agent enroll --verifier HOST:PORT --ca FILE --tcti TCTI --state-dir DIR
+    attest-agent attest --verifier HOST:PORT --ca FILE --tcti TCTI --state-dir DIR
+    attest-agent run    --verifier HOST:PORT --ca FILE --tcti TCTI --state-dir DIR
+
+``--ca FILE`` pins the verifier's CA bundle (``ca.pem`` from ``attest-verifier certs init``):
+the agent talks TLS and refuses, with one line and exit 2, a verifier it cannot authenticate.
+``--insecure`` instead talks plaintext (a lab verifier started with ``serve --insecure``); one
+of the two is required.
 
 ``run`` enrolls if needed, attests, then re-attests at about two thirds of each verdict's
 lifetime (with jitter), backing off with jitter while the verifier is unreachable or busy,
-until SIGTERM. A TPM that is absent, unreachable, in dictionary-attack lockout, busy or in
-failure mode (``agent.tpm.tpm_condition``) does not end ``run`` either: it is logged, written
-to ``status.json`` in the state directory (``agent.state.TpmStatus``) and retried with the same
-backoff. Only errors that need an operator (a corrupt state file, an AK that no longer loads
-after a TPM clear) exit 2. ``attest`` exits 0 only for an affirming verdict.
+until SIGTERM. It keeps one channel for all its attestations (gRPC reconnects it when the
+verifier restarts or the idle connection was closed). A TPM that is absent, unreachable, in
+dictionary-attack lockout, busy or in failure mode (``agent.tpm.tpm_condition``) does not end
+``run`` either: it is logged, written to ``status.json`` in the state directory
+(``agent.state.TpmStatus``) and retried with the same backoff. Only errors that need an
+operator (a corrupt state file, an AK that no longer loads after a TPM clear) exit 2.
+``attest`` exits 0 only for an affirming verdict.
 """
 
 from __future__ import annotations
@@ -30,7 +37,15 @@ import grpc
 
 from agent import __version__
 from agent.backoff import Backoff, Stopped, is_transient
-from agent.flows import DEFAULT_EVENT_LOG, AgentConfig, attest_once, enroll
+from agent.flows import (
+    DEFAULT_EVENT_LOG,
+    AgentConfig,
+    ChannelConfigError,
+    VerifierNotAuthenticated,
+    attest_once,
+    config_channel,
+    enroll,
+)
 from agent.state import AgentState, StateError, TpmStatus
 from agent.tpm import TpmError, tpm_condition
 from fleetattest.v1 import fleetattest_pb2 as pb
@@ -53,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         event_log=None if ns.no_event_log else ns.event_log,
         labels=dict(_label(item) for item in ns.label),
         new_ak=getattr(ns, "new_ak", False),
+        ca=ns.ca,
+        insecure=ns.insecure,
     )
     stop = threading.Event()
 
@@ -69,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"attest-agent: verifier said {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 2
-    except (TpmError, StateError) as exc:
+    except (TpmError, StateError, ChannelConfigError, VerifierNotAuthenticated) as exc:
         print(f"attest-agent: {exc}", file=sys.stderr)
         return 2
 
@@ -90,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--verifier", required=True, help="HOST:PORT of the verifier")
+        wire = p.add_mutually_exclusive_group(required=True)
+        wire.add_argument(
+            "--ca", type=Path, help="the verifier's CA bundle (PEM) to pin: TLS, authenticated"
+        )
+        wire.add_argument(
+            "--insecure",
+            action="store_true",
+            help="plaintext to the verifier (a lab verifier run with serve --insecure)",
+        )
         p.add_argument("--tcti", default="device:/dev/tpmrm0", help="TCTI (default %(default)s)")
         p.add_argument("--state-dir", type=Path, required=True, help="agent state directory")
         p.add_argument("--ak-alg", choices=["ecc", "rsa"], default="ecc")
@@ -131,6 +157,17 @@ def cmd_attest(config: AgentConfig, stop: threading.Event) -> int:
 def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
     rng = random.Random()
     backoff = Backoff()
+    with config_channel(config) as ch:  # one channel for every attestation
+        return _run_loop(config, stop, ch, rng, backoff)
+
+
+def _run_loop(
+    config: AgentConfig,
+    stop: threading.Event,
+    ch: grpc.Channel,
+    rng: random.Random,
+    backoff: Backoff,
+) -> int:
     health = TpmHealth(AgentState(config.state_dir))
     device_id: str | None = None
     attempt = 0
@@ -139,7 +176,7 @@ def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
             if device_id is None:
                 device_id = enroll(config, stop)  # loads (or creates) the AK: the TPM works
                 health.report("ok")
-            verdict = attest_once(config, device_id, stop)
+            verdict = attest_once(config, device_id, stop, ch)
         except TpmError as exc:
             condition = tpm_condition(exc)
             if condition is None:

@@ -3,15 +3,23 @@
 The agent never imports the verifier: it speaks the v1 gRPC API and holds only what its
 TPM produced. Its state directory keeps the AK blobs and the enrollment record, so a restart
 or a reboot neither creates a new AK nor enrolls again.
+
+The wire: TLS to the verifier's agent port, the verifier authenticated against the CA bundle
+the agent pins (``AgentConfig.ca``, never the system store), no client certificate (the TPM
+proves who the device is: credential activation at enrollment, the AK's signature on every
+quote). Plaintext only when ``AgentConfig.insecure`` says so explicitly (labs). A verifier
+whose certificate does not chain to the pinned CA, or one that does not speak TLS, is refused
+at once (``VerifierNotAuthenticated``), never retried.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -25,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 MAX_EVENT_LOG = 4 * 1024 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,13 +47,82 @@ class AgentConfig:
     labels: Mapping[str, str] | None = None
     timeout: float = 30.0
     new_ak: bool = False  # forget the saved AK and enroll a new one (after a TPM clear)
+    ca: Path | None = None  # the verifier's CA bundle (PEM): pinned
+    insecure: bool = False  # plaintext to the verifier: only when said explicitly
 
 
-def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
-        address,
-        options=[("grpc.max_send_message_length", 8 * 1024 * 1024)],
-    )
+class ChannelConfigError(Exception):
+    """Neither a CA to pin nor an explicit ``--insecure``: the agent will not guess."""
+
+
+class VerifierNotAuthenticated(Exception):
+    """The verifier could not be authenticated (one line, for the operator)."""
+
+
+_OPTIONS = [("grpc.max_send_message_length", 8 * 1024 * 1024)]
+
+
+def channel(address: str, ca: Path | None, *, insecure: bool = False) -> grpc.Channel:
+    """A channel to the verifier's agent port: TLS pinned to ``ca``, or plaintext when
+    ``insecure`` (and then only). Both or neither is a ``ChannelConfigError``."""
+    if ca is not None and insecure:
+        raise ChannelConfigError("--ca and --insecure are mutually exclusive")
+    if insecure:
+        return grpc.insecure_channel(address, options=_OPTIONS)
+    if ca is None:
+        raise ChannelConfigError(
+            f"refusing to talk to {address} unauthenticated: give --ca FILE (the verifier's CA "
+            "bundle), or --insecure for a plaintext lab verifier"
+        )
+    try:
+        roots = ca.read_bytes()
+    except OSError as exc:
+        raise ChannelConfigError(f"cannot read --ca {ca}: {exc.strerror}") from exc
+    if b"-----BEGIN CERTIFICATE-----" not in roots:
+        raise ChannelConfigError(f"--ca {ca} holds no PEM certificate")
+    creds = grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.secure_channel(address, creds, options=_OPTIONS)
+
+
+def config_channel(config: AgentConfig) -> grpc.Channel:
+    return channel(config.verifier, config.ca, insecure=config.insecure)
+
+
+def authentication_failure(exc: BaseException, address: str) -> VerifierNotAuthenticated | None:
+    """The one-line refusal for a failed TLS handshake with the verifier, or None when ``exc``
+    is something else (an unreachable or busy verifier: transient)."""
+    if not isinstance(exc, grpc.RpcError) or not isinstance(exc, grpc.Call):
+        return None
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    details = str(exc.details())
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return VerifierNotAuthenticated(
+            f"cannot authenticate the verifier at {address}: its certificate does not chain to "
+            "the pinned CA (--ca) or does not name this address"
+        )
+    if "WRONG_VERSION_NUMBER" in details:
+        return VerifierNotAuthenticated(
+            f"cannot authenticate the verifier at {address}: it does not speak TLS "
+            "(a plaintext verifier needs --insecure)"
+        )
+    return None
+
+
+def _guarded(call: Callable[[], T], address: str) -> Callable[[], T]:
+    """``call``, with a failed TLS authentication turned into ``VerifierNotAuthenticated``
+    (which ``retry`` does not retry)."""
+
+    def run() -> T:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            refusal = authentication_failure(exc, address)
+            if refusal is not None:
+                raise refusal from None
+            raise
+
+    return run
 
 
 def choose_ek(tpm: Tpm, ek_alg: str) -> tuple[str, bytes]:
@@ -72,7 +150,7 @@ def enroll(config: AgentConfig, stop: threading.Event, force: bool = False) -> s
             return record.device_id
         alg, cert = choose_ek(tpm, config.ek_alg)
         ek = tpm.create_ek(alg)
-        with channel(config.verifier) as ch:
+        with config_channel(config) as ch:
             stub = pb_grpc.AgentStub(ch)
             request = pb.StartEnrollmentRequest(
                 ek_certificate=cert,
@@ -81,7 +159,10 @@ def enroll(config: AgentConfig, stop: threading.Event, force: bool = False) -> s
                 labels=dict(config.labels or {}),
             )
             started = retry(
-                lambda: stub.StartEnrollment(request, timeout=config.timeout),
+                _guarded(
+                    lambda: stub.StartEnrollment(request, timeout=config.timeout),
+                    config.verifier,
+                ),
                 stop,
                 what="StartEnrollment",
             )
@@ -139,19 +220,39 @@ def evidence_for(config: AgentConfig, device_id: str, challenge: pb.Challenge) -
     )
 
 
-def attest_once(config: AgentConfig, device_id: str, stop: threading.Event) -> pb.Verdict:
-    """Challenge, quote, send; returns the verdict (raises on a refused attestation)."""
-    with channel(config.verifier) as ch:
-        stub = pb_grpc.AgentStub(ch)
-        challenge = retry(
+def attest_once(
+    config: AgentConfig,
+    device_id: str,
+    stop: threading.Event,
+    ch: grpc.Channel | None = None,
+) -> pb.Verdict:
+    """Challenge, quote, send; returns the verdict (raises on a refused attestation).
+
+    ``ch``: a channel to reuse (``attest-agent run`` keeps one: its TLS connection, while it
+    lasts, spares a handshake per attestation); None: a channel for this attestation only.
+    """
+    if ch is None:
+        with config_channel(config) as own:
+            return _attest(config, device_id, stop, own)
+    return _attest(config, device_id, stop, ch)
+
+
+def _attest(
+    config: AgentConfig, device_id: str, stop: threading.Event, ch: grpc.Channel
+) -> pb.Verdict:
+    stub = pb_grpc.AgentStub(ch)
+    challenge = retry(
+        _guarded(
             lambda: stub.GetChallenge(
                 pb.GetChallengeRequest(device_id=device_id), timeout=config.timeout
             ),
-            stop,
-            what="GetChallenge",
-        )
-        request = evidence_for(config, device_id, challenge)
-        # Not retried on its own: the nonce is single use. A transient failure here
-        # restarts from a fresh challenge (the caller's loop).
-        response = stub.Attest(request, timeout=config.timeout)
+            config.verifier,
+        ),
+        stop,
+        what="GetChallenge",
+    )
+    request = evidence_for(config, device_id, challenge)
+    # Not retried on its own: the nonce is single use. A transient failure here
+    # restarts from a fresh challenge (the caller's loop).
+    response = _guarded(lambda: stub.Attest(request, timeout=config.timeout), config.verifier)()
     return response.verdict

@@ -5,7 +5,8 @@
 The verifier runs as its own process (``attest-verifier serve``, SQLite), so its CPU time can
 be read from /proc and divided by the attestations it served. Each device is a swtpm with a
 measured boot (the simulator's good profile, a 50-event log) and an agent loop that asks for
-a challenge, quotes, and sends the quote with its event log, over one kept-open channel.
+a challenge, quotes, and sends the quote with its event log, over one kept-open TLS channel
+(the verifier serves with the fleet's PKI, as in production).
 Prints attestations per second and the verifier's CPU milliseconds per attestation. swtpm
 (software RSA/ECC in libtpms) and the agents share the same cores, so on a 2-core machine the
 figure is bounded by the simulated TPMs, not by the verifier: the CPU-per-attestation figure
@@ -38,7 +39,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def start_verifier(workdir: Path, trust_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+# A benchmark floods GetChallenge from one address: lift the open calls' rate limits.
+UNLIMITED = [
+    f"--{flag}={1e9}"
+    for flag in (
+        "open-calls-per-peer",
+        "open-calls-peer-burst",
+        "open-calls-per-device",
+        "open-calls-device-burst",
+    )
+]
+
+
+def start_verifier(
+    workdir: Path, trust_dir: Path, pki: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port_file = workdir / "port"
     process = subprocess.Popen(
         [
@@ -58,6 +73,13 @@ def start_verifier(workdir: Path, trust_dir: Path) -> tuple[subprocess.Popen[byt
             str(ROOT / "golden_measurements"),
             "--port-file",
             str(port_file),
+            "--tls-cert",
+            str(pki / "verifier.pem"),
+            "--tls-key",
+            str(pki / "verifier.key"),
+            "--client-ca",
+            str(pki / "ca.pem"),
+            *UNLIMITED,
         ],
         env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
     )
@@ -66,12 +88,12 @@ def start_verifier(workdir: Path, trust_dir: Path) -> tuple[subprocess.Popen[byt
         if time.monotonic() > deadline or process.poll() is not None:
             raise SystemExit("the verifier did not start")
         time.sleep(0.05)
-    return process, f"127.0.0.1:{port_file.read_text().strip()}"
+    return process, f"127.0.0.1:{port_file.read_text().split()[0]}"  # the agent port (TLS)
 
 
 def agent_loop(device: SimDevice, address: str, stop: threading.Event, counts: list[int]) -> None:
     config = device.config(address)
-    with channel(address) as ch:
+    with channel(address, device.verifier_ca) as ch:
         stub = pb_grpc.AgentStub(ch)
         while not stop.is_set():
             challenge = stub.GetChallenge(pb.GetChallengeRequest(device_id=device.device_id))
@@ -87,7 +109,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     ns = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Fleet(Path(tmp)) as fleet:
-        process, address = start_verifier(Path(tmp), fleet.trust_dir)
+        process, address = start_verifier(Path(tmp), fleet.trust_dir, fleet.pki)
         try:
             devices = [fleet.add_device(f"bench-{i}", GOOD_A) for i in range(ns.devices)]
             log_size = len(devices[0].event_log.read_bytes())

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from simulator.firmware import FirmwareProfile
-from simulator.fleet import Fleet, SimDevice
+from simulator.fleet import Fleet, RunningVerifier, SimDevice
 from simulator.goldengen import PROFILE_NAME, golden_yaml, release_name
 from simulator.profiles import GOOD_A, GOOD_B, INIT_SH, SECUREBOOT_OFF, TAMPERED_BOOTLOADER
 from simulator.rollout import run_rollout
@@ -146,6 +146,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         golden = golden_dir(ns.golden, tmp)
         verifier = fleet.start_verifier(golden)
         print(f"verifier listening on {verifier.address} (SQLite in {verifier.workdir})")
+        _print_wire(verifier)
         print(f"golden set {verifier.golden.current().profile_set.digest[:23]}... from {golden}")
         firmware = fleet_firmware(ns.devices)
         devices = []
@@ -174,6 +175,18 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     if ns.keep is not None:
         _print_next_steps(ns.keep.absolute(), golden, devices[-1].device_id)
     return 0
+
+
+def _print_wire(verifier: RunningVerifier) -> None:
+    """The production wire, as the demo runs it."""
+    print(
+        f"  agents:  TLS on {verifier.address}, verifier certificate pinned to "
+        f"{verifier.ca} (attest-agent --ca)"
+    )
+    print(
+        f"  callers: mutual TLS on {verifier.caller_address}, role from the client "
+        f"certificate (operator.pem, relying-party.pem in {verifier.pki})"
+    )
 
 
 def _print_next_steps(keep: Path, golden: Path, device_id: str) -> None:
@@ -231,7 +244,7 @@ def cmd_rollout(ns: argparse.Namespace) -> int:
         bad = devices[ns.wave_size] if ns.bad_device and len(devices) > ns.wave_size else None
         waves = [devices[i : i + ns.wave_size] for i in range(0, len(devices), ns.wave_size)]
         report = run_rollout(
-            verifier.address,
+            verifier,
             waves,
             target,
             lambda d: (

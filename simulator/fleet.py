@@ -2,10 +2,14 @@
 the end-to-end tests and the gRPC benchmark.
 
 ``RunningVerifier`` is the real verifier (``verifier.app.Verifier`` behind the real gRPC server
-on a free port, SQLite in a directory) with a clock that can be moved forward, so that expiry
-can be shown without waiting. ``SimDevice`` is a swtpm with an EK certificate from the
-simulator's local CA, firmware that measures a boot into it and writes the matching event log,
-and the real agent flows (``agent.flows``) talking gRPC to the verifier.
+on free ports, SQLite in a directory) with a clock that can be moved forward, so that expiry
+can be shown without waiting. It runs as in production, over TLS with a fleet PKI from
+``verifier.tls.pki.init_pki`` (``Fleet.pki``): ``address`` is the agent port (TLS, agents pin
+``ca.pem``), ``caller_address`` the mutual-TLS port for relying parties and operators
+(``relying_party_channel``, ``operator_channel``, ``client_flags``), and optionally an
+operator socket. ``SimDevice`` is a swtpm with an EK certificate from the simulator's local CA,
+firmware that measures a boot into it and writes the matching event log, and the real agent
+flows (``agent.flows``) talking gRPC to the verifier, pinned to the fleet's CA.
 
 Everything started here is stopped by ``Fleet.close`` (also on Ctrl-C, through the context
 manager); swtpm processes are additionally reaped at interpreter exit by ``simulator.swtpm``.
@@ -13,6 +17,7 @@ manager); swtpm processes are additionally reaped at interpreter exit by ``simul
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Mapping
@@ -22,7 +27,7 @@ from types import TracebackType
 
 import grpc
 
-from agent.flows import AgentConfig, attest_once, enroll
+from agent.flows import AgentConfig, attest_once, channel, enroll
 from agent.tpm import Tpm
 from fleetattest.v1 import fleetattest_pb2 as pb
 from simulator.ca import LocalCa
@@ -30,12 +35,23 @@ from simulator.firmware import FirmwareProfile, UnreplayableLog, boot, replay_re
 from simulator.swtpm import STARTUP_LOCALITIES, SwtpmFactory, SwtpmInstance
 from simulator.tcglog import parse_log, pcr0_start
 from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livegolden import LiveGolden
-from verifier.service.server import build_server
+from verifier.service.server import Listen, build_server
 from verifier.store import open_store
+from verifier.tls.credentials import ServerTls, TlsFiles, open_channel
+from verifier.tls.pki import init_pki
 from verifier.token import KeyRing
 
 DEVICE_LABELS = {"model": "sim-gateway"}
+CLIENT_ROLES = ("operator", "relying-party")  # the client certificates init_pki makes
+
+
+def make_pki(directory: Path) -> Path:
+    """A fleet PKI (``certs init``'s files) in ``directory``, made once: reused if there."""
+    if not (directory / "ca.pem").exists():
+        init_pki(directory, verifier_names=["localhost"], now=dt.datetime.now(dt.UTC))
+    return directory
 
 
 class MovableClock:
@@ -65,25 +81,81 @@ class RunningVerifier:
         watch_interval: float = 0.5,
         db: str | None = None,
         keys: Path | None = None,
+        pki: Path | None = None,
+        operator_socket: Path | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """``db``: a postgresql:// URL (default: SQLite in ``workdir``); ``keys``: the signing
-        key directory (default: in ``workdir``; replicas share one)."""
+        key directory (default: in ``workdir``; replicas share one); ``pki``: the fleet PKI
+        (default: a new one in ``workdir``); ``operator_socket``: also serve the Operator
+        socket there (a short path: Unix socket paths end at 107 bytes)."""
         self.workdir = workdir
         self.clock = MovableClock()
         workdir.mkdir(parents=True, exist_ok=True)
+        self.pki = make_pki(pki or workdir / "pki")
         self.store = open_store(db or workdir / "verifier.db")
         self.golden = LiveGolden.start(golden_dir, self.store, self.clock)
         trust, allowed = open_trust(trust_dir, allowlist)
-        settings = VerifierSettings(nonce_ttl=nonce_ttl)
+        settings = VerifierSettings(nonce_ttl=nonce_ttl, limits=limits)
         keyring = KeyRing.open(keys or workdir / "keys", self.clock())
         self.verifier = Verifier(
             self.store, trust, allowed, self.golden, keyring, settings, self.clock
         )
-        self.server, self.port = build_server(self.verifier, f"127.0.0.1:{port}", workers=workers)
+        self.tls = ServerTls(
+            TlsFiles(self.pki / "verifier.pem", self.pki / "verifier.key", self.pki / "ca.pem")
+        )
+        self.operator_socket = operator_socket
+        listen = Listen(
+            agent=f"127.0.0.1:{port}",
+            tls=self.tls,
+            caller="127.0.0.1:0",
+            operator_socket=operator_socket,
+        )
+        self.server, ports = build_server(self.verifier, listen, workers=workers, clock=self.clock)
         self.server.start()
+        self.port = ports.agent
+        self.caller_port = ports.caller
         self.address = f"127.0.0.1:{self.port}"
+        self.caller_address = f"127.0.0.1:{self.caller_port}"
         self._stop = threading.Event()
         self.golden.watch(self._stop, interval=watch_interval)
+
+    @property
+    def ca(self) -> Path:
+        """The CA bundle agents and clients pin."""
+        return self.pki / "ca.pem"
+
+    def agent_channel(self) -> grpc.Channel:
+        """An agent's channel: TLS to the agent port, pinned, no client certificate."""
+        return channel(self.address, self.ca)
+
+    def client_channel(self, stem: str, pki: Path | None = None) -> grpc.Channel:
+        """Mutual TLS to the caller port with ``<stem>.pem``/``.key`` from ``pki``."""
+        d = pki or self.pki
+        return open_channel(
+            self.caller_address, ca=self.ca, cert=d / f"{stem}.pem", key=d / f"{stem}.key"
+        )
+
+    def relying_party_channel(self) -> grpc.Channel:
+        return self.client_channel("relying-party")
+
+    def operator_channel(self) -> grpc.Channel:
+        return self.client_channel("operator")
+
+    def client_flags(self, role: str) -> list[str]:
+        """``attest-verifier`` flags that reach this verifier as ``role`` (a CLIENT_ROLES)."""
+        if role not in CLIENT_ROLES:
+            raise ValueError(f"no client certificate for {role!r}")
+        return [
+            "--verifier",
+            self.caller_address,
+            "--ca",
+            str(self.ca),
+            "--cert",
+            str(self.pki / f"{role}.pem"),
+            "--key",
+            str(self.pki / f"{role}.key"),
+        ]
 
     def close(self) -> None:
         self._stop.set()
@@ -99,6 +171,7 @@ class SimDevice:
     workdir: Path
     labels: Mapping[str, str] = field(default_factory=lambda: dict(DEVICE_LABELS))
     device_id: str = ""
+    verifier_ca: Path | None = None  # the TLS CA bundle the agent pins (the fleet's)
 
     @property
     def event_log(self) -> Path:
@@ -143,6 +216,7 @@ class SimDevice:
             event_log=self.event_log,
             labels=dict(self.labels),
             timeout=20.0,
+            ca=self.verifier_ca,
         )
 
     def enroll(self, verifier: str) -> str:
@@ -156,11 +230,13 @@ class SimDevice:
 
 
 class Fleet:
-    """A local CA, a trust directory, swtpm devices and (optionally) a verifier."""
+    """A local EK CA, a trust directory, the fleet's TLS PKI, swtpm devices and (optionally)
+    a verifier serving with that PKI."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir.absolute()
         self.ca = LocalCa.create(self.workdir / "ca")
+        self.pki = make_pki(self.workdir / "pki")
         self.trust_dir = self.ca.write_trust_dir(self.workdir / "ek-ca")
         self.factory = SwtpmFactory(self.workdir / "tpms")
         self.devices: list[SimDevice] = []
@@ -178,6 +254,7 @@ class Fleet:
             self.workdir / "verifier",
             self.trust_dir,
             golden_dir,
+            pki=self.pki,
             **options,  # type: ignore[arg-type]
         )
         return self.verifier
@@ -194,7 +271,7 @@ class Fleet:
         tpm.provision_ek_certificate(self.ca, "rsa", issuer=ek_issuer)
         workdir = self.workdir / "devices" / name
         workdir.mkdir(parents=True, exist_ok=True)
-        device = SimDevice(name, tpm, firmware, workdir)
+        device = SimDevice(name, tpm, firmware, workdir, verifier_ca=self.pki / "ca.pem")
         if labels is not None:
             device.labels = dict(labels)
         device.power_on()

@@ -8,6 +8,9 @@ The update server moves a fleet from one release to another in waves:
 3. it waits until every device of the wave has a verdict from the new boot epoch and reads it
    with ``GetVerdict``: all affirming against the target -> next wave; any contraindicated ->
    the rollout halts with a report, and later waves are never touched.
+
+The update server talks to the verifier's caller port with its relying-party client
+certificate (mutual TLS), as a real one does.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from agent.flows import channel
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.firmware import FirmwareProfile
-from simulator.fleet import SimDevice, status_name
+from simulator.fleet import RunningVerifier, SimDevice, status_name
 
 
 @dataclass
@@ -39,7 +41,7 @@ Log = Callable[[str], None]
 
 
 def run_rollout(
-    address: str,
+    verifier: RunningVerifier,
     waves: Sequence[Sequence[SimDevice]],
     target: str,
     firmware_for: Callable[[SimDevice], FirmwareProfile],
@@ -48,7 +50,7 @@ def run_rollout(
     log: Log = print,
 ) -> RolloutReport:
     report = RolloutReport(target)
-    with channel(address) as ch:
+    with verifier.relying_party_channel() as ch:
         stub = pb_grpc.RelyingPartyStub(ch)
         for number, wave in enumerate(waves, 1):
             log(f"wave {number}: {', '.join(d.name for d in wave)}")
@@ -56,7 +58,7 @@ def run_rollout(
             for device in shipped:
                 before = _epoch(stub, device)
                 device.reboot(firmware_for(device))  # the update; the device reboots
-                device.attest(address)  # its agent attests on boot
+                device.attest(verifier.address)  # its agent attests on boot
                 _judge(stub, device, target, before, report, log)
             report.waves_done = number
             if report.halted:

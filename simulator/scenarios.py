@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from agent.flows import channel, evidence_for
+from agent.flows import evidence_for
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, SimDevice, rpc_error_text, status_name
@@ -101,7 +101,7 @@ def replayed_quote(fleet: Fleet, address: str) -> Outcome:
     device = fleet.add_device("sc-replay", GOOD_A)
     device.enroll(address)
     config = device.config(address)
-    with channel(address) as ch:
+    with fleet.live.agent_channel() as ch:
         stub = pb_grpc.AgentStub(ch)
         challenge = stub.GetChallenge(pb.GetChallengeRequest(device_id=device.device_id))
         request = evidence_for(config, device.device_id, challenge)
@@ -120,7 +120,7 @@ def stops_attesting(fleet: Fleet, address: str) -> Outcome:
     assert fleet.verifier is not None
     fleet.verifier.clock.advance(2 * 3600)  # the profile's lifetime is 1 h
     try:
-        with channel(address) as ch:
+        with fleet.verifier.relying_party_channel() as ch:  # an update server asks
             stub = pb_grpc.RelyingPartyStub(ch)
             reply = stub.GetVerdict(pb.GetVerdictRequest(device_id=device.device_id))
     finally:

@@ -25,7 +25,7 @@ from simulator.softquote import QuoteFields, SoftAk
 from verifier.app import Verifier, open_trust
 from verifier.livegolden import LiveGolden
 from verifier.records import DeviceRecord
-from verifier.service.server import build_server
+from verifier.service.server import Listen, build_server
 from verifier.store import open_store
 from verifier.token import KeyRing, PinnedKeys, verify_token
 
@@ -54,10 +54,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[grpc.Chan
             enrolled_at=time.time(),
         )
     )
-    server, port = build_server(verifier, "127.0.0.1:0", workers=2)
+    server, ports = build_server(verifier, Listen("127.0.0.1:0"), workers=4)
     server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with grpc.insecure_channel(f"127.0.0.1:{ports.agent}") as ch:
             yield ch, ak
     finally:
         server.stop(None)

@@ -28,6 +28,8 @@ def agent_argv(device: SimDevice, address: str, command: str) -> list[str]:
         command,
         "--verifier",
         address,
+        "--ca",
+        str(device.verifier_ca),
         "--tcti",
         device.tpm.tcti,
         "--state-dir",
@@ -103,7 +105,9 @@ def test_agent_run_enrolls_again_when_the_verifier_lost_its_database(
     device = fleet.add_device("amnesia", GOOD_A)
     first = fleet.live
     device.attest(first.address)
-    fresh = RunningVerifier(tmp_path / "fresh", fleet.trust_dir, GOLDEN)  # an empty store
+    fresh = RunningVerifier(
+        tmp_path / "fresh", fleet.trust_dir, GOLDEN, pki=fleet.pki
+    )  # an empty store
     process = subprocess.Popen(
         agent_argv(device, fresh.address, "run"),
         stdout=subprocess.PIPE,

@@ -44,21 +44,25 @@ def challenge_and_evidence(
 ) -> pb.AttestRequest:
     """Evidence from ``device`` over a challenge issued to ``challenged`` (default: itself)."""
     target = challenged or device
-    with channel(address) as ch:
+    with channel(address, device.verifier_ca) as ch:
         challenge = pb_grpc.AgentStub(ch).GetChallenge(
             pb.GetChallengeRequest(device_id=target.device_id)
         )
     return evidence_for(device.config(address), target.device_id, challenge)
 
 
-def send(address: str, request: pb.AttestRequest) -> pb.Verdict:
-    with channel(address) as ch:
+def send_to(address: str, ca: Path, request: pb.AttestRequest) -> pb.Verdict:
+    with channel(address, ca) as ch:
         return pb_grpc.AgentStub(ch).Attest(request).verdict
 
 
-def refused(address: str, request: pb.AttestRequest) -> grpc.RpcError:
+def send(fleet: Fleet, request: pb.AttestRequest) -> pb.Verdict:
+    return send_to(fleet.live.address, fleet.live.ca, request)
+
+
+def refused(fleet: Fleet, request: pb.AttestRequest) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
-        send(address, request)
+        send(fleet, request)
     assert isinstance(info.value, grpc.RpcError)
     return info.value
 
@@ -93,8 +97,8 @@ def test_same_quote_submitted_twice_is_refused(fleet: Fleet) -> None:
     device = enrolled(fleet, "twice")
     address = fleet.live.address
     request = challenge_and_evidence(device, address)
-    assert send(address, request).status == pb.STATUS_AFFIRMING
-    error = refused(address, request)
+    assert send(fleet, request).status == pb.STATUS_AFFIRMING
+    error = refused(fleet, request)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "NonceMismatch" in str(error.details())
     assert verdict_count(fleet, device) == 1
@@ -106,7 +110,7 @@ def test_nonce_issued_to_another_device_is_refused(fleet: Fleet) -> None:
     address = fleet.live.address
     stolen = challenge_and_evidence(attacker, address, challenged=victim)
     stolen.device_id = attacker.device_id  # the attacker's own quote over the victim's nonce
-    error = refused(address, stolen)
+    error = refused(fleet, stolen)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert verdict_count(fleet, attacker) == 0 and verdict_count(fleet, victim) == 0
 
@@ -116,7 +120,7 @@ def test_quote_by_another_tpm_presented_for_a_device_is_refused(fleet: Fleet) ->
     attacker = enrolled(fleet, "attacker")
     address = fleet.live.address
     forged = challenge_and_evidence(attacker, address, challenged=victim)  # signed by attacker
-    error = refused(address, forged)
+    error = refused(fleet, forged)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "SignatureInvalid" in str(error.details())
     assert verdict_count(fleet, victim) == 0
@@ -127,7 +131,7 @@ def test_expired_nonce_is_refused(fleet: Fleet) -> None:
     address = fleet.live.address
     request = challenge_and_evidence(device, address)
     fleet.live.clock.advance(61)  # the nonce TTL is 60 s
-    error = refused(address, request)
+    error = refused(fleet, request)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert verdict_count(fleet, device) == 0
 
@@ -141,7 +145,7 @@ def test_pcr_23_presented_as_pcr_7_is_refused(fleet: Fleet) -> None:
     for value in request.pcr_values:
         if value.pcr == 7:
             value.digest = pcr23
-    error = refused(address, request)
+    error = refused(fleet, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "pcrDigest" in str(error.details())
 
@@ -151,13 +155,12 @@ def test_pcr_values_that_do_not_hash_to_pcr_digest_are_refused(fleet: Fleet) -> 
     address = fleet.live.address
     request = challenge_and_evidence(device, address)
     request.pcr_values[0].digest = b"\x00" * 32
-    assert refused(address, request).code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused(fleet, request).code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_pcr_select_different_from_the_one_requested_is_refused(fleet: Fleet) -> None:
     device = enrolled(fleet, "selection")
-    address = fleet.live.address
-    with channel(address) as ch:
+    with fleet.live.agent_channel() as ch:
         challenge = pb_grpc.AgentStub(ch).GetChallenge(
             pb.GetChallengeRequest(device_id=device.device_id)
         )
@@ -172,7 +175,7 @@ def test_pcr_select_different_from_the_one_requested_is_refused(fleet: Fleet) ->
         signature=quote.signature,
         pcr_values=[pb.PcrValue(pcr=i, digest=d) for i, d in sorted(quote.pcr_values.items())],
     )
-    error = refused(address, request)
+    error = refused(fleet, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "selection" in str(error.details())
 
@@ -180,13 +183,13 @@ def test_pcr_select_different_from_the_one_requested_is_refused(fleet: Fleet) ->
 def test_sha1_quote_is_refused_by_default(fleet: Fleet) -> None:
     device = enrolled(fleet, "sha1")
     address = fleet.live.address
-    with channel(address) as ch:
+    with fleet.live.agent_channel() as ch:
         challenge = pb_grpc.AgentStub(ch).GetChallenge(
             pb.GetChallengeRequest(device_id=device.device_id)
         )
     challenge.selection.bank = "sha1"  # a downgrading agent
     request = evidence_for(device.config(address), device.device_id, challenge)
-    assert refused(address, request).code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused(fleet, request).code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_expired_verdict_is_reported_as_expired_never_trusted(fleet: Fleet) -> None:
@@ -194,7 +197,7 @@ def test_expired_verdict_is_reported_as_expired_never_trusted(fleet: Fleet) -> N
     address = fleet.live.address
     assert device.attest(address).status == pb.STATUS_AFFIRMING
     fleet.live.clock.advance(3601)
-    with channel(address) as ch:
+    with fleet.live.relying_party_channel() as ch:
         verdict = (
             pb_grpc.RelyingPartyStub(ch)
             .GetVerdict(pb.GetVerdictRequest(device_id=device.device_id))
@@ -244,6 +247,7 @@ def test_agent_backs_off_while_the_verifier_is_unreachable_and_recovers(
         event_log=device.event_log,
         labels=dict(device.labels),
         timeout=5.0,
+        ca=fleet.pki / "ca.pem",
     )
     result: dict[str, str] = {}
     worker = threading.Thread(
@@ -252,7 +256,7 @@ def test_agent_backs_off_while_the_verifier_is_unreachable_and_recovers(
     worker.start()
     time.sleep(1.5)  # the agent is retrying against a closed port
     assert worker.is_alive()
-    verifier = RunningVerifier(tmp_path / "late", fleet.trust_dir, GOLDEN, port=port)
+    verifier = RunningVerifier(tmp_path / "late", fleet.trust_dir, GOLDEN, port=port, pki=fleet.pki)
     try:
         worker.join(timeout=60)
         assert not worker.is_alive()
@@ -293,6 +297,7 @@ def test_two_verifier_processes_on_one_database_never_accept_one_nonce_twice(
             str(GOLDEN),
             "--port-file",
             str(port_file),
+            *tls_flags(fleet.pki),
         ],
         env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
     )
@@ -300,11 +305,13 @@ def test_two_verifier_processes_on_one_database_never_accept_one_nonce_twice(
         deadline = time.monotonic() + 30
         while not port_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        other = f"{HOST}:{port_file.read_text().strip()}"
+        other = f"{HOST}:{port_file.read_text().split()[0]}"  # the agent port
         for _ in range(5):
             request = challenge_and_evidence(device, first.address)
             with ThreadPoolExecutor(2) as pool:
-                outcomes = list(pool.map(_try, [first.address, other], [request, request]))
+                outcomes = list(
+                    pool.map(_try, [first.address, other], [fleet.live.ca] * 2, [request] * 2)
+                )
             assert sorted(outcomes) == ["accepted", "refused"], outcomes
     finally:
         second.terminate()
@@ -312,9 +319,20 @@ def test_two_verifier_processes_on_one_database_never_accept_one_nonce_twice(
     assert verdict_count(fleet, device) == 5
 
 
-def _try(address: str, request: pb.AttestRequest) -> str:
+def tls_flags(pki: Path) -> list[str]:
+    return [
+        "--tls-cert",
+        str(pki / "verifier.pem"),
+        "--tls-key",
+        str(pki / "verifier.key"),
+        "--client-ca",
+        str(pki / "ca.pem"),
+    ]
+
+
+def _try(address: str, ca: Path, request: pb.AttestRequest) -> str:
     try:
-        send(address, request)
+        send_to(address, ca, request)
     except grpc.RpcError as exc:
         assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc
         return "refused"

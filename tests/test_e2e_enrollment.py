@@ -15,7 +15,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from agent.flows import channel, choose_ek, enroll
+from agent.flows import choose_ek, enroll
 from agent.state import AgentState
 from agent.tpm import Tpm
 from fleetattest.v1 import fleetattest_pb2 as pb
@@ -120,7 +120,7 @@ def test_ek_certificate_for_another_key_is_refused(fleet: Fleet) -> None:
 
 def test_missing_intermediate_ca_is_refused(fleet: Fleet, tmp_path: Path) -> None:
     roots_only = fleet.ca.write_trust_dir(tmp_path / "roots-only", include_intermediate=False)
-    verifier = RunningVerifier(tmp_path / "v2", roots_only, GOLDEN)
+    verifier = RunningVerifier(tmp_path / "v2", roots_only, GOLDEN, pki=fleet.pki)
     try:
         device = fleet.add_device("no-intermediate", GOOD_A)
         error = refused(lambda: device.enroll(verifier.address))
@@ -144,7 +144,9 @@ def test_allowlisted_ek_without_a_certificate_enrolls(fleet: Fleet, tmp_path: Pa
     device_id = f"dev-{fingerprint}"
     allowlist = tmp_path / "allowlist"
     allowlist.write_text(f"# lab TPM without EK certificate\n{fingerprint}\n")
-    verifier = RunningVerifier(tmp_path / "v3", fleet.trust_dir, GOLDEN, allowlist=allowlist)
+    verifier = RunningVerifier(
+        tmp_path / "v3", fleet.trust_dir, GOLDEN, allowlist=allowlist, pki=fleet.pki
+    )
     try:
         assert device.enroll(verifier.address) == device_id
     finally:
@@ -162,7 +164,7 @@ def test_allowlisted_ek_without_a_certificate_enrolls(fleet: Fleet, tmp_path: Pa
 def test_unacceptable_ak_is_refused(fleet: Fleet, attributes: int, attack: str) -> None:
     device = fleet.add_device(f"ak-{attack}", GOOD_A)
     request = start_request(device, SoftAk.generate(attributes).tpm2b_public)
-    with channel(address(fleet)) as ch:
+    with fleet.live.agent_channel() as ch:
         error = refused(lambda: pb_grpc.AgentStub(ch).StartEnrollment(request))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "UnacceptableKey" in str(error.details())
@@ -171,7 +173,7 @@ def test_unacceptable_ak_is_refused(fleet: Fleet, attributes: int, attack: str) 
 
 def test_wrong_activation_proof_is_refused(fleet: Fleet) -> None:
     device = fleet.add_device("wrong-proof", GOOD_A)
-    with channel(address(fleet)) as ch:
+    with fleet.live.agent_channel() as ch:
         stub = pb_grpc.AgentStub(ch)
         started = stub.StartEnrollment(start_request(device))
         finish = pb.FinishEnrollmentRequest(
@@ -193,7 +195,7 @@ def activate(device: SimDevice, started: pb.StartEnrollmentResponse) -> bytes:
 
 def test_replayed_activation_is_refused(fleet: Fleet) -> None:
     device = fleet.add_device("replay-activation", GOOD_A)
-    with channel(address(fleet)) as ch:
+    with fleet.live.agent_channel() as ch:
         stub = pb_grpc.AgentStub(ch)
         started = stub.StartEnrollment(start_request(device))
         finish = pb.FinishEnrollmentRequest(
@@ -234,7 +236,7 @@ def test_garbage_enrollment_input_is_refused_and_nothing_stored(
     device = fleet.add_device(f"garbage-{field}-{len(value)}", GOOD_A)
     request = start_request(device)
     setattr(request, field, value)
-    with channel(address(fleet)) as ch:
+    with fleet.live.agent_channel() as ch:
         error = refused(lambda: pb_grpc.AgentStub(ch).StartEnrollment(request))
     assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
     assert stored_devices(fleet) == 0
@@ -243,7 +245,7 @@ def test_garbage_enrollment_input_is_refused_and_nothing_stored(
 def test_request_with_unknown_fields_is_refused(fleet: Fleet) -> None:
     device = fleet.add_device("unknown-fields", GOOD_A)
     raw = start_request(device).SerializeToString() + b"\xa2\x06\x03abc"  # field 100, bytes
-    with channel(address(fleet)) as ch:
+    with fleet.live.agent_channel() as ch:
         call = ch.unary_unary(
             "/fleetattest.v1.Agent/StartEnrollment",
             request_serializer=lambda b: b,

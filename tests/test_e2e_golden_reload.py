@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.flows import channel
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier
@@ -47,7 +46,7 @@ def running(fleet: Fleet) -> RunningVerifier:
 
 
 def operator(fleet: Fleet) -> pb_grpc.OperatorStub:
-    return pb_grpc.OperatorStub(channel(running(fleet).address))
+    return pb_grpc.OperatorStub(running(fleet).operator_channel())
 
 
 def edit(golden: Path, old: str, new: str) -> None:
@@ -96,7 +95,7 @@ def test_revoked_release_turns_its_verdicts_into_not_trusted(fleet: Fleet, golde
     edit(golden, "  - name: fw-1.0.0\n", "  - name: fw-1.0.0\n    revoked: true\n")
     reply = operator(fleet).ReloadGolden(pb.ReloadGoldenRequest())  # or the watcher did it
     assert not reply.problems and reply.golden_digest != first.golden_digest
-    with channel(running(fleet).address) as ch:
+    with running(fleet).relying_party_channel() as ch:
         stub = pb_grpc.RelyingPartyStub(ch)
         verdict = stub.GetVerdict(pb.GetVerdictRequest(device_id=device.device_id)).verdict
         rollout = stub.CheckRollout(
@@ -162,13 +161,13 @@ def test_dry_run_over_grpc_reports_exactly_the_devices_a_change_would_flip(
 def test_operator_commands_report_a_refused_edit_and_apply_a_good_one(
     fleet: Fleet, golden: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    address = running(fleet).address
+    flags = running(fleet).client_flags("operator")
     edit(golden, "verdict_lifetime: 1h", "verdict_lifetime: 1h\nbank: sha1")
-    assert cli.main(["golden", "reload", "--verifier", address]) == 1
+    assert cli.main(["golden", "reload", *flags]) == 1
     assert f"{PROFILE_FILE}:7:1: duplicate key 'bank'" in capsys.readouterr().out
-    assert cli.main(["status", "--verifier", address]) == 1
+    assert cli.main(["status", *flags]) == 1
     assert "refused edit" in capsys.readouterr().out
     edit(golden, "verdict_lifetime: 1h\nbank: sha1", "verdict_lifetime: 2h")
-    assert cli.main(["golden", "reload", "--verifier", address]) == 0
+    assert cli.main(["golden", "reload", *flags]) == 0
     assert "serving sha256:" in capsys.readouterr().out
-    assert cli.main(["status", "--verifier", address]) == 0
+    assert cli.main(["status", *flags]) == 0

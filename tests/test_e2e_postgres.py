@@ -13,7 +13,7 @@ import grpc
 import pytest
 from pgcluster import fresh_schema_url, pg_cluster  # noqa: F401 (the fixture)
 
-from agent.flows import channel, evidence_for
+from agent.flows import evidence_for
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier
@@ -29,7 +29,14 @@ def test_replicas_on_one_postgresql_database_share_enrollment_nonces_and_verdict
     url = fresh_schema_url(request.getfixturevalue("pg_cluster"))
     with Fleet(tmp_path / "fleet") as fleet:
         replicas = [
-            RunningVerifier(tmp_path / name, fleet.trust_dir, GOLDEN, db=url, keys=tmp_path / "k")
+            RunningVerifier(
+                tmp_path / name,
+                fleet.trust_dir,
+                GOLDEN,
+                db=url,
+                keys=tmp_path / "k",
+                pki=fleet.pki,
+            )
             for name in ("a", "b")
         ]
         try:
@@ -37,18 +44,18 @@ def test_replicas_on_one_postgresql_database_share_enrollment_nonces_and_verdict
             device = fleet.add_device("roaming", GOOD_A)
             device.enroll(a)
             assert replicas[1].store.get_device(device.device_id) is not None
-            with channel(a) as ch:
+            with replicas[0].agent_channel() as ch:
                 challenge = pb_grpc.AgentStub(ch).GetChallenge(
                     pb.GetChallengeRequest(device_id=device.device_id)
                 )
             request_b = evidence_for(device.config(b), device.device_id, challenge)
-            with channel(b) as ch:
+            with replicas[1].agent_channel() as ch:
                 verdict = pb_grpc.AgentStub(ch).Attest(request_b).verdict
             assert verdict.status == pb.STATUS_AFFIRMING
-            with channel(a) as ch, pytest.raises(grpc.RpcError) as replay:
+            with replicas[0].agent_channel() as ch, pytest.raises(grpc.RpcError) as replay:
                 pb_grpc.AgentStub(ch).Attest(request_b)  # the nonce is spent everywhere
             assert replay.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            with channel(a) as ch:
+            with replicas[0].relying_party_channel() as ch:
                 served = pb_grpc.RelyingPartyStub(ch).GetVerdict(
                     pb.GetVerdictRequest(device_id=device.device_id)
                 )

@@ -6,6 +6,7 @@ tries.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import queue
 import threading
@@ -14,12 +15,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.flows import channel
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, RunningVerifier, SimDevice
 from simulator.profiles import GOOD_A, GOOD_B, INIT_SH
 from verifier import cli
+from verifier.tls import pki
+from verifier.tls.identity import Role
 from verifier.token import KeyRing, PinnedKeys, TokenClaimMismatch, verify_token
 
 pytestmark = pytest.mark.swtpm
@@ -47,8 +49,7 @@ def check(fleet: Fleet, device: SimDevice, jwks: Path, max_age: str = "10m") -> 
             device.device_id,
             "--max-age",
             max_age,
-            "--verifier",
-            fleet.live.address,
+            *fleet.live.client_flags("relying-party"),
             "--jwks",
             str(jwks),
         ]
@@ -68,6 +69,19 @@ def test_verdict_check_passes_only_a_fresh_affirming_verdict(
     assert "NOT TRUSTED" in out and "kernel_cmdline_mismatch" in out
 
 
+def test_verdict_check_fetches_keys_only_over_an_authenticated_tls_channel(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = attested(fleet, "good")
+    flags = fleet.live.client_flags("relying-party")
+    argv = ["verdict", "check", good.device_id, "--max-age", "10m"]
+    assert cli.main([*argv, *flags]) == 0  # no --jwks: fetched over mutual TLS
+    assert "keys fetched over TLS" in capsys.readouterr().out
+    without_ca = [f for f in flags if f != "--ca" and f != str(fleet.live.ca)]
+    assert cli.main([*argv, *without_ca]) == 2  # unauthenticated: refused before connecting
+    assert "unauthenticated" in capsys.readouterr().err
+
+
 def test_token_signed_by_a_key_that_is_not_pinned_is_refused(
     fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -84,7 +98,7 @@ def test_token_echoes_the_relying_party_nonce_and_names_the_device(
 ) -> None:
     good = attested(fleet, "good")
     other = attested(fleet, "other")
-    with channel(fleet.live.address) as ch:
+    with fleet.live.relying_party_channel() as ch:
         stub = pb_grpc.RelyingPartyStub(ch)
         reply = stub.GetVerdict(pb.GetVerdictRequest(device_id=good.device_id, nonce=b"n" * 16))
         keys = PinnedKeys.from_jwks(json.loads(stub.GetJwks(pb.GetJwksRequest()).jwks_json))
@@ -111,7 +125,7 @@ def test_token_echoes_the_relying_party_nonce_and_names_the_device(
 
 
 def rollout(fleet: Fleet, device: SimDevice, target: str, max_age: int = 600) -> set[str]:
-    with channel(fleet.live.address) as ch:
+    with fleet.live.relying_party_channel() as ch:
         reply = pb_grpc.RelyingPartyStub(ch).CheckRollout(
             pb.CheckRolloutRequest(
                 device_id=device.device_id, target_release=target, max_age_seconds=max_age
@@ -144,7 +158,7 @@ def test_verdict_stream_reconnects_without_losing_a_change(fleet: Fleet) -> None
     seen: queue.Queue[pb.Verdict] = queue.Queue()
 
     def watch(after: int, count: int) -> None:
-        with grpc.insecure_channel(address) as ch:
+        with fleet.live.relying_party_channel() as ch:
             stream = pb_grpc.RelyingPartyStub(ch).WatchVerdicts(
                 pb.WatchVerdictsRequest(device_ids=[device.device_id], after_sequence=after)
             )
@@ -177,22 +191,53 @@ def test_verdict_stream_reconnects_without_losing_a_change(fleet: Fleet) -> None
     second.join(timeout=10)
 
 
-def test_verdict_streams_cannot_take_every_server_thread(fleet: Fleet, tmp_path: Path) -> None:
-    small = RunningVerifier(tmp_path / "small", fleet.trust_dir, GOLDEN_DIR, workers=2)
+def test_one_identity_opening_streams_is_refused_while_another_gets_one(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """4 RPC threads: at most 2 streams in all, 1 per caller; agents keep the other threads."""
+    small = RunningVerifier(
+        tmp_path / "small", fleet.trust_dir, GOLDEN_DIR, workers=4, pki=fleet.pki
+    )
+    names = ("update-a", "update-b", "update-c")
+    for name in names:
+        pki.issue_client(
+            fleet.pki / "ca.pem",
+            fleet.pki / "ca.key",
+            role=Role.RELYING_PARTY,
+            name=name,
+            out=tmp_path / "callers",
+            now=dt.datetime.now(dt.UTC),
+        )
+    a, b, c = (small.client_channel(name, tmp_path / "callers") for name in names)
     try:
         device = fleet.add_device("served", GOOD_A)
         device.attest(small.address)
-        with grpc.insecure_channel(small.address) as ch:
-            stub = pb_grpc.RelyingPartyStub(ch)
-            first = stub.WatchVerdicts(pb.WatchVerdictsRequest())
-            verdicts = iter(first)
-            assert next(verdicts).device_id == device.device_id  # the stream holds its thread
-            with pytest.raises(grpc.RpcError) as info:
-                next(iter(stub.WatchVerdicts(pb.WatchVerdictsRequest())))
-            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            device.reboot()  # agents are still served
-            assert device.attest(small.address).status == pb.STATUS_AFFIRMING
-            assert next(verdicts).boot_epoch.reset_count > 1  # and the stream sees it
-            first.cancel()  # type: ignore[no-untyped-call]
+        first = pb_grpc.RelyingPartyStub(a).WatchVerdicts(pb.WatchVerdictsRequest())
+        verdicts = iter(first)
+        assert next(verdicts).device_id == device.device_id  # the stream holds its thread
+        with pytest.raises(grpc.RpcError) as info:  # the same identity again
+            next(iter(pb_grpc.RelyingPartyStub(a).WatchVerdicts(pb.WatchVerdictsRequest())))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "per caller" in str(info.value.details())
+        other = pb_grpc.RelyingPartyStub(b).WatchVerdicts(pb.WatchVerdictsRequest())
+        assert next(iter(other)).device_id == device.device_id  # another identity gets one
+        with pytest.raises(grpc.RpcError) as info:  # the global cap is full
+            next(iter(pb_grpc.RelyingPartyStub(c).WatchVerdicts(pb.WatchVerdictsRequest())))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        device.reboot()  # agents are still served
+        assert device.attest(small.address).status == pb.STATUS_AFFIRMING
+        assert next(verdicts).boot_epoch.reset_count > 1  # and the stream sees it
+        first.cancel()  # type: ignore[no-untyped-call]
+        other.cancel()  # type: ignore[no-untyped-call]
     finally:
+        for ch in (a, b, c):
+            ch.close()
         small.close()
+
+
+def test_anonymous_caller_gets_no_verdict_stream(fleet: Fleet) -> None:
+    with fleet.live.agent_channel() as ch:
+        stream = pb_grpc.RelyingPartyStub(ch).WatchVerdicts(pb.WatchVerdictsRequest())
+        with pytest.raises(grpc.RpcError) as info:
+            next(iter(stream))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED

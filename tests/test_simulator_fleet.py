@@ -116,7 +116,7 @@ def test_rollout_halts_on_a_device_that_comes_back_contraindicated(tmp_path: Pat
         tampered = replace(GOOD_B, name="tampered-b", grub=TAMPERED_BOOTLOADER.grub)
         waves = [devices[0:2], devices[2:4], devices[4:]]
         report = run_rollout(
-            verifier.address,
+            verifier,
             waves,
             "fw-1.1.0",
             lambda d: tampered if d is bad else GOOD_B,
@@ -138,7 +138,7 @@ def test_rollout_skips_a_device_the_verifier_does_not_vouch_for(tmp_path: Path) 
         verifier.clock.advance(3601)  # both verdicts expire...
         good.attest(verifier.address)  # ...but only one device attests again
         report = run_rollout(
-            verifier.address, [[good, silent]], "fw-1.1.0", lambda d: GOOD_B, log=lambda s: None
+            verifier, [[good, silent]], "fw-1.1.0", lambda d: GOOD_B, log=lambda s: None
         )
     assert report.upgraded == ["good"]
     assert [name for name, _ in report.skipped] == ["silent"]

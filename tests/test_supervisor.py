@@ -32,7 +32,7 @@ from verifier.supervisor import RestartPolicy, supervise
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 where, mode = Path(sys.argv[1]), sys.argv[2]
 
-def worker() -> int:
+def worker(slot: int) -> int:
     (where / str(os.getpid())).write_text("")
     if mode == "die":
         return 3

@@ -54,12 +54,15 @@ class RestartPolicy:
 
 
 def supervise(
-    worker: Callable[[], int],
+    worker: Callable[[int], int],
     processes: int,
     policy: RestartPolicy | None = None,
     on_exit: Callable[[int], None] | None = None,
 ) -> int:
     """Run ``processes`` copies of ``worker`` until told to stop; see the module docstring.
+
+    ``worker(slot)`` gets its slot, 0 to ``processes - 1``; a replacement takes the slot of the
+    worker it replaces (so whatever slot 0 owns, an operator socket say, comes back with it).
 
     ``on_exit(pid)`` runs in the supervisor for every worker that ended (for example to drop a
     dead worker's live metrics).
@@ -72,7 +75,7 @@ def supervise(
 class _Supervisor:
     def __init__(
         self,
-        worker: Callable[[], int],
+        worker: Callable[[int], int],
         processes: int,
         policy: RestartPolicy,
         on_exit: Callable[[int], None] | None = None,
@@ -81,17 +84,17 @@ class _Supervisor:
         self.worker = worker
         self.processes = processes
         self.policy = policy
-        self.children: set[int] = set()
+        self.children: dict[int, int] = {}  # pid -> slot
         self.deaths: deque[float] = deque()
-        self.restart_at: list[float] = []  # monotonic times at which to start a replacement
+        self.restart_at: list[tuple[float, int]] = []  # (monotonic time, slot) of replacements
         self.stopping = False
         self.worst = 0
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._forward) for sig in _FORWARDED}
         try:
-            for _ in range(self.processes):
-                self._start()
+            for slot in range(self.processes):
+                self._start(slot)
             log.info("%d verifier processes started: %s", len(self.children), sorted(self.children))
             return self._loop()
         finally:
@@ -106,10 +109,10 @@ class _Supervisor:
             elif len(self.deaths) >= self.policy.max_deaths:
                 return self._give_up()
             now = time.monotonic()
-            due = [t for t in self.restart_at if t <= now]
-            for t in due:
-                self.restart_at.remove(t)
-                pid = self._start()
+            due = [entry for entry in self.restart_at if entry[0] <= now]
+            for entry in due:
+                self.restart_at.remove(entry)
+                pid = self._start(entry[1])
                 log.warning("started worker %d to replace a dead one", pid)
             time.sleep(POLL_SECONDS)
         return self.worst
@@ -125,16 +128,16 @@ class _Supervisor:
                 return
             if pid not in self.children:
                 continue
-            self.children.discard(pid)
+            slot = self.children.pop(pid)
             if self.on_exit is not None:
                 self.on_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:  # the exit code of a stop is the worst of the workers' own
                 self.worst = max(self.worst, (code & 0xFF) if code >= 0 else 128 - code)
             else:
-                self._death(pid, code)
+                self._death(pid, code, slot)
 
-    def _death(self, pid: int, code: int) -> None:
+    def _death(self, pid: int, code: int, slot: int) -> None:
         now = time.monotonic()
         self.deaths.append(now)
         while self.deaths and now - self.deaths[0] > self.policy.window:
@@ -151,7 +154,7 @@ class _Supervisor:
             return
         delay = self.policy.delay(len(self.deaths))
         log.warning("worker %d died (%s); restarting it in %.1f s", pid, how, delay)
-        self.restart_at.append(now + delay)
+        self.restart_at.append((now + delay, slot))
 
     def _give_up(self) -> int:
         log.error("workers keep dying: stopping the verifier")
@@ -162,21 +165,21 @@ class _Supervisor:
             time.sleep(POLL_SECONDS)
         return 1
 
-    def _start(self) -> int:
+    def _start(self, slot: int) -> int:
         pid = os.fork()
         if pid == 0:  # the worker: default signal handling until it installs its own
             code = 1
             try:
                 for sig in _FORWARDED:
                     signal.signal(sig, signal.SIG_DFL)
-                code = self.worker()
+                code = self.worker(slot)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
             finally:
                 os._exit(code)
-        self.children.add(pid)
+        self.children[pid] = slot
         return pid
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:

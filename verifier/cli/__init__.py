@@ -1,6 +1,8 @@
 """``attest-verifier``: run the verifier and operate it. Every command's parsing and printing.
 
     attest-verifier serve --listen HOST:PORT --db DB --ek-ca DIR --golden DIR [--processes N]
+                          --tls-cert PEM --tls-key PEM --client-ca PEM [--caller-listen HOST:PORT]
+                          [--operator-socket PATH] | --insecure
     attest-verifier devices --db DB [--json]
     attest-verifier verdict show DEVICE --db DB [--history N] [--json]
     attest-verifier verdict check DEVICE --max-age 10m (--verifier ADDR [--jwks FILE] | --db DB)
@@ -9,6 +11,10 @@
     attest-verifier eventlog {show,replay,facts} FILE [--json]
     attest-verifier golden {lint,learn,explain,dry-run} ...
     attest-verifier golden reload --verifier ADDR | status --verifier ADDR
+    attest-verifier certs {init,issue,server} ...
+
+Commands that reach a running verifier take ``--verifier HOST:PORT --ca --cert --key`` (the
+caller port, mutual TLS) or ``--verifier unix:PATH`` (the operator socket).
 
 One module per command group (``serve``, ``devices``, ``golden``, ``eventlog``, ``token``,
 ``operator``); ``common`` holds what they share. No package below ``verifier.cli`` imports it.
@@ -22,7 +28,7 @@ import argparse
 from collections.abc import Sequence
 
 from verifier import config
-from verifier.cli import devices, golden, operator, serve, token
+from verifier.cli import certs, devices, golden, operator, serve, token
 from verifier.cli import eventlog as eventlog_cli
 from verifier.cli.common import add_common_flags, configure_logging, run
 
@@ -49,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     eventlog_cli.register(sub)
     golden_commands = golden.register(sub)
     operator.register(sub, golden_commands)
+    certs.register(sub)
     config.add_config_option(parser)
     return parser
 

@@ -1,7 +1,11 @@
 """Operator commands that talk to a running verifier over its Operator gRPC service.
 
-    attest-verifier status --verifier HOST:PORT          the live golden digest, refused reloads
-    attest-verifier golden reload --verifier HOST:PORT   validate and swap the golden set now
+    attest-verifier status --verifier HOST:PORT --ca CA --cert OP.pem --key OP.key
+    attest-verifier golden reload --verifier unix:/run/attest-verifier/operator.sock
+
+``status`` shows the live golden digest and refused reloads; ``golden reload`` validates and
+swaps the golden set now. Both are Operator calls: over the caller port (mutual TLS, an
+operator certificate) or the operator socket (``verifier.cli.connect``).
 
 ``golden reload`` exits 0 when the set on disk is live (swapped now or already), 1 when it was
 refused (the problems are printed as ``file:line:column: message``; the last valid set keeps
@@ -18,6 +22,7 @@ import grpc
 
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
+from verifier.cli.connect import add_connection_flags, connect, error_text
 
 Subparsers = argparse._SubParsersAction
 
@@ -26,10 +31,10 @@ def register(
     sub: Subparsers[argparse.ArgumentParser], golden: Subparsers[argparse.ArgumentParser]
 ) -> None:
     status = sub.add_parser("status", help="a running verifier's golden set and problems")
-    status.add_argument("--verifier", required=True, help="HOST:PORT of the verifier")
+    add_connection_flags(status, "operator")
     status.set_defaults(func=cmd_status)
     reload = golden.add_parser("reload", help="make a running verifier reload its golden set")
-    reload.add_argument("--verifier", required=True, help="HOST:PORT of the verifier")
+    add_connection_flags(reload, "operator")
     reload.set_defaults(func=cmd_reload)
 
 
@@ -40,12 +45,10 @@ def _problem(problem: pb.GoldenProblem) -> str:
 
 def cmd_status(ns: argparse.Namespace) -> int:
     try:
-        with grpc.insecure_channel(ns.verifier) as ch:
+        with connect(ns) as ch:
             status = pb_grpc.OperatorStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10)
     except grpc.RpcError as exc:
-        print(
-            f"attest-verifier: {ns.verifier}: {exc.code().name}: {exc.details()}", file=sys.stderr
-        )
+        print(f"attest-verifier: {error_text(ns.verifier, exc)}", file=sys.stderr)
         return 2
     loaded = datetime.fromtimestamp(status.golden_loaded_at.seconds, UTC).isoformat()
     print(f"version       {status.version}")
@@ -58,12 +61,10 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 def cmd_reload(ns: argparse.Namespace) -> int:
     try:
-        with grpc.insecure_channel(ns.verifier) as ch:
+        with connect(ns) as ch:
             reply = pb_grpc.OperatorStub(ch).ReloadGolden(pb.ReloadGoldenRequest(), timeout=30)
     except grpc.RpcError as exc:
-        print(
-            f"attest-verifier: {ns.verifier}: {exc.code().name}: {exc.details()}", file=sys.stderr
-        )
+        print(f"attest-verifier: {error_text(ns.verifier, exc)}", file=sys.stderr)
         return 2
     for problem in reply.problems:
         print(_problem(problem))

@@ -1,39 +1,59 @@
 """``attest-verifier serve``: the verifier process (or processes) and its lifecycle.
 
-Start-up refuses, with a clear message and exit 2, an unreadable trust directory or allowlist
-and an invalid golden set: the verifier never runs without a valid policy. While serving:
-SIGHUP (or a file change) reloads the golden set, keeping the last valid one when the edit is
-broken; expired nonces and challenges are purged and the signing key ring re-read every
+Start-up refuses, with a clear message and exit 2, an unreadable trust directory or allowlist,
+an invalid golden set and TLS files that cannot serve: the verifier never runs without a valid
+policy. While serving: SIGHUP (or a file change) reloads the golden set, keeping the last
+valid one when the edit is broken, and the TLS files (new connections get the new
+certificate, established ones keep theirs; a pair that does not load keeps the last good one);
+expired nonces and challenges are purged and the signing key ring re-read every
 ``PURGE_INTERVAL`` seconds; SIGTERM or SIGINT stops the server gracefully.
 
-``--processes N`` forks N servers before any gRPC state exists, each binding the same port
+Listeners (``verifier.service.server``): with ``--tls-cert``, ``--tls-key`` and
+``--client-ca``, ``--listen`` is the agents' TLS port and ``--caller-listen`` (default: the
+same host, the next port) the mutual-TLS port of relying parties and operators. Without them
+``--listen`` is plaintext, refused off loopback unless ``--insecure`` is given (then a warning
+on every start), and only the Agent service and GetJwks answer (nobody else can be
+authenticated). ``--operator-socket PATH`` adds the Operator service on a Unix socket (0600).
+``--port-file`` receives the agent port on its first line and the caller port on the second
+(absent without TLS), written atomically once serving.
+
+``--processes N`` forks N servers before any gRPC state exists, each binding the same ports
 with SO_REUSEPORT (the kernel spreads connections): the way past the GIL, one per core. They
 share the store, so a nonce issued by one is consumed exactly once by any. The parent is a
 supervisor (``verifier.supervisor``): a worker that dies is replaced after a backoff (logged),
-and the verifier exits 1 when workers keep dying. Before forking, the port must be free: a
-leftover verifier holding it with SO_REUSEPORT would otherwise silently share the traffic.
+and the verifier exits 1 when workers keep dying. Before forking, the ports must be free: a
+leftover verifier holding one with SO_REUSEPORT would otherwise silently share the traffic.
+The operator socket and the port file belong to the worker in slot 0 (a Unix socket has one
+listener); its replacement takes them back.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+
+import grpc
 
 from verifier import __version__, errors, sdnotify
 from verifier.app import Verifier, VerifierSettings, open_trust
 from verifier.cli.common import Subparsers
 from verifier.enrollment.ekchain import TrustConfigError
+from verifier.errors import AttestationError
 from verifier.golden.load import GoldenError
+from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livegolden import LiveGolden
-from verifier.service.server import build_server
+from verifier.service.server import Listen, Ports, build_server
 from verifier.store import open_store
 from verifier.supervisor import check_port_exclusive, supervise
+from verifier.tls.credentials import ServerTls, TlsFiles
 from verifier.token import KeyRing
 
 log = logging.getLogger("attest-verifier")
@@ -67,7 +87,71 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         default=1,
         help="server processes sharing the port with SO_REUSEPORT (default 1; one per core)",
     )
-    serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument(
+        "--port-file",
+        type=Path,
+        help="write the bound ports here once serving: the agent port, then the caller port",
+    )
+    tls = serve.add_argument_group("TLS (all three, or none: plaintext)")
+    tls.add_argument("--tls-cert", type=Path, help="the verifier's certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    tls.add_argument(
+        "--client-ca",
+        type=Path,
+        help="CA bundle (PEM) trusted for client certificates; names the SPIFFE trust domain",
+    )
+    tls.add_argument(
+        "--caller-listen",
+        help="HOST:PORT of the mutual-TLS port for relying parties and operators "
+        "(default: --listen's host, the next port)",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext on a non-loopback --listen (labs only: logged on every start)",
+    )
+    serve.add_argument(
+        "--operator-socket",
+        type=Path,
+        help="also serve the Operator service on this Unix socket (mode 0600; its callers are "
+        "operators). Off by default",
+    )
+    limits = serve.add_argument_group("limits on callers")
+    limits.add_argument(
+        "--open-calls-per-peer",
+        type=float,
+        default=DEFAULT_LIMITS.open_calls_per_peer_per_second,
+        help="StartEnrollment/GetChallenge per second per address (default %(default)s)",
+    )
+    limits.add_argument(
+        "--open-calls-peer-burst",
+        type=float,
+        default=DEFAULT_LIMITS.open_calls_peer_burst,
+        help="burst of those per address (default %(default)s)",
+    )
+    limits.add_argument(
+        "--open-calls-per-device",
+        type=float,
+        default=DEFAULT_LIMITS.open_calls_per_device_per_second,
+        help="StartEnrollment/GetChallenge per second per device (default %(default)s)",
+    )
+    limits.add_argument(
+        "--open-calls-device-burst",
+        type=float,
+        default=DEFAULT_LIMITS.open_calls_device_burst,
+        help="burst of those per device (default %(default)s)",
+    )
+    limits.add_argument(
+        "--streams-per-caller",
+        type=int,
+        default=DEFAULT_LIMITS.max_streams_per_identity,
+        help="verdict streams per caller identity (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-streams",
+        type=int,
+        help="verdict streams in all, below --workers (default: half the workers, at least 2)",
+    )
     serve.set_defaults(func=serve_command)
 
 
@@ -75,23 +159,82 @@ def serve_command(ns: argparse.Namespace) -> int:
     if ns.processes < 1:
         print("attest-verifier: --processes must be at least 1", file=sys.stderr)
         return 2
+    try:
+        _tls_files(ns)
+    except UsageError as exc:
+        print(f"attest-verifier: {exc}", file=sys.stderr)
+        return 2
     if ns.processes == 1:
         return serve_one(ns, reuse_port=False)
-    if ns.listen.rpartition(":")[2] in ("", "0"):
-        print("attest-verifier: --processes needs a fixed port in --listen", file=sys.stderr)
+    fixed = [ns.listen] + ([caller_listen(ns)] if ns.tls_cert else [])
+    if any(address.rpartition(":")[2] in ("", "0") for address in fixed):
+        print(
+            "attest-verifier: --processes needs fixed ports in --listen and --caller-listen",
+            file=sys.stderr,
+        )
         return 2
-    # SO_REUSEPORT would let a leftover verifier share the port: only our own workers may.
-    held = check_port_exclusive(ns.listen)
-    if held is not None:
-        print(f"attest-verifier: {held}", file=sys.stderr)
-        return 2
-    return supervise(lambda: serve_one(ns, reuse_port=True), ns.processes)
+    # SO_REUSEPORT would let a leftover verifier share a port: only our own workers may.
+    for address in fixed:
+        held = check_port_exclusive(address)
+        if held is not None:
+            print(f"attest-verifier: {held}", file=sys.stderr)
+            return 2
+    return supervise(lambda slot: serve_one(ns, reuse_port=True, first=slot == 0), ns.processes)
 
 
-def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
+class UsageError(AttestationError):
+    """Flags that do not go together."""
+
+
+def _tls_files(ns: argparse.Namespace) -> TlsFiles | None:
+    given = [ns.tls_cert, ns.tls_key, ns.client_ca]
+    if not any(given):
+        if ns.caller_listen:
+            raise UsageError("--caller-listen needs --tls-cert, --tls-key and --client-ca")
+        return None
+    if not all(given):
+        raise UsageError("--tls-cert, --tls-key and --client-ca go together")
+    if ns.insecure:
+        raise UsageError("--insecure and the TLS files are mutually exclusive")
+    return TlsFiles(ns.tls_cert, ns.tls_key, ns.client_ca)
+
+
+def caller_listen(ns: argparse.Namespace) -> str:
+    """``--caller-listen``, or ``--listen``'s host with the next port (port 0 stays 0)."""
+    if ns.caller_listen:
+        return str(ns.caller_listen)
+    host, _, port = str(ns.listen).rpartition(":")
+    number = int(port) if port.isdigit() else 0
+    return f"{host}:{number + 1 if number else 0}"
+
+
+def _limits(ns: argparse.Namespace) -> Limits:
+    return replace(
+        DEFAULT_LIMITS,
+        open_calls_per_peer_per_second=ns.open_calls_per_peer,
+        open_calls_peer_burst=ns.open_calls_peer_burst,
+        open_calls_per_device_per_second=ns.open_calls_per_device,
+        open_calls_device_burst=ns.open_calls_device_burst,
+        max_streams_per_identity=ns.streams_per_caller,
+    )
+
+
+def write_port_file(path: Path, ports: Ports) -> None:
+    """The agent port, then the caller port (if any), one per line; atomically (a reader
+    polling for the file never sees half of it)."""
+    lines = [str(ports.agent)] + ([str(ports.caller)] if ports.caller is not None else [])
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    os.replace(partial, path)
+
+
+def serve_one(ns: argparse.Namespace, *, reuse_port: bool, first: bool = True) -> int:
+    """One server. ``first``: the worker that owns the operator socket and the port file."""
     try:
         trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
-    except (TrustConfigError, OSError) as exc:
+        files = _tls_files(ns)
+        tls = ServerTls(files) if files is not None else None
+    except (TrustConfigError, OSError, AttestationError) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
         return 2
     store = open_store(ns.db)
@@ -104,18 +247,67 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
         store.close()
         return 2
     keyring = KeyRing.open(_keys_dir(ns), time.time())
-    settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
+    settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer, limits=_limits(ns))
     verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
+    built = _build(ns, verifier, tls, reuse_port=reuse_port, first=first)
+    if built is None:
+        store.close()
+        return 2
+    server, ports = built
+    _serve_until_stopped(ns, server, ports, verifier, keyring, tls, first=first)
+    store.close()
+    if ns.operator_socket and first:
+        ns.operator_socket.unlink(missing_ok=True)
+    return 0
+
+
+def _build(
+    ns: argparse.Namespace,
+    verifier: Verifier,
+    tls: ServerTls | None,
+    *,
+    reuse_port: bool,
+    first: bool,
+) -> tuple[grpc.Server, Ports] | None:
+    """The server, or None once the reason it cannot serve is printed."""
+    listen = Listen(
+        agent=ns.listen,
+        tls=tls,
+        caller=caller_listen(ns) if tls is not None else None,
+        operator_socket=ns.operator_socket if first else None,
+        insecure=ns.insecure,
+    )
     try:
-        server, port = build_server(verifier, ns.listen, workers=ns.workers, reuse_port=reuse_port)
+        return build_server(
+            verifier,
+            listen,
+            workers=ns.workers,
+            reuse_port=reuse_port,
+            max_streams=ns.max_streams,
+        )
+    except (AttestationError, ValueError) as exc:
+        print(f"attest-verifier: {exc}", file=sys.stderr)
     except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind ...")
+        where = " or ".join(a for a in (listen.agent, listen.caller) if a)
         print(
-            f"attest-verifier: cannot listen on {ns.listen}: the port is in use or the "
+            f"attest-verifier: cannot listen on {where}: the port is in use or the "
             f"address is not this machine's ({exc})",
             file=sys.stderr,
         )
-        store.close()
-        return 2
+    return None
+
+
+def _serve_until_stopped(
+    ns: argparse.Namespace,
+    server: grpc.Server,
+    ports: Ports,
+    verifier: Verifier,
+    keyring: KeyRing,
+    tls: ServerTls | None,
+    *,
+    first: bool,
+) -> None:
+    golden, store = verifier.golden, verifier.store
     stop = threading.Event()
     reload_requested = threading.Event()
 
@@ -126,10 +318,15 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
         signal.signal(sig, on_signal)
     server.start()
     golden.watch(stop)
-    if ns.port_file:
-        ns.port_file.write_text(f"{port}\n")
-    log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
-    sdnotify.ready(f"serving on port {port}")
+    if ns.port_file and first:
+        write_port_file(ns.port_file, ports)
+    where = f"agents on port {ports.agent}" + (
+        f" (TLS), callers on port {ports.caller} (mutual TLS)" if tls else " (plaintext)"
+    )
+    if ns.operator_socket and first:
+        where += f", operators on unix:{ns.operator_socket}"
+    log.info("verifier %s serving %s (db %s)", __version__, where, ns.db)
+    sdnotify.ready(f"serving {where}")
     next_purge = time.monotonic() + PURGE_INTERVAL
     while not stop.wait(1.0):
         sdnotify.watchdog()
@@ -138,6 +335,9 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
             sdnotify.reloading()
             golden.reload()
+            if tls is not None:
+                log.info("SIGHUP: reloading the TLS files before the next handshake")
+                tls.reload()
             sdnotify.ready()
         if time.monotonic() >= next_purge:
             next_purge = time.monotonic() + PURGE_INTERVAL
@@ -146,8 +346,6 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     log.info("shutting down")
     sdnotify.stopping()
     server.stop(grace=5).wait()
-    store.close()
-    return 0
 
 
 def _keys_dir(ns: argparse.Namespace) -> Path:

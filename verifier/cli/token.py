@@ -1,15 +1,19 @@
 """Command line for relying parties and key custody.
 
-    attest-verifier verdict check DEVICE --max-age 10m --verifier HOST:PORT [--jwks FILE]
+    attest-verifier verdict check DEVICE --max-age 10m --verifier HOST:PORT --ca CA \
+        --cert RP.pem --key RP.key [--jwks FILE]
     attest-verifier verdict check DEVICE --max-age 10m --db DB
     attest-verifier keys export-jwks --keys DIR FILE
     attest-verifier keys rotate --keys DIR --overlap 2h
 
 ``verdict check`` exits 0 only for a fresh, affirming verdict no older than ``--max-age``, and
-prints why not otherwise (exit 1). Over gRPC it asks for a token bound to a fresh
+prints why not otherwise (exit 1). Over gRPC (the caller port, mutual TLS with a
+relying-party certificate, or the operator socket) it asks for a token bound to a fresh
 relying-party nonce and verifies it offline: against the keys pinned with ``--jwks`` (the file
 ``keys export-jwks`` writes), or, without ``--jwks``, the verifier's own JWKS fetched on the
-same connection (which proves less, and says so).
+same connection, and only when that connection is TLS that authenticated the verifier against
+``--ca``. Anything else (the operator socket, whose server nothing authenticates) is refused
+before anything is fetched, exit 2: keys fetched from an unauthenticated peer prove nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import grpc
 
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
-from verifier.cli.common import read_store
+from verifier.cli.common import UsageError, read_store
+from verifier.cli.connect import connect, error_text, is_authenticated_tls
 from verifier.store import resolve_device
 from verifier.token.errors import TokenError
 from verifier.token.keys import KeyRing
@@ -52,9 +57,14 @@ def register_verdict_check(
     )
     check.add_argument("device", metavar="DEVICE", help="device id or unique prefix")
     check.add_argument("--max-age", type=duration, required=True, help="e.g. 10m")
-    where = check.add_mutually_exclusive_group(required=True)
-    where.add_argument("--verifier", help="HOST:PORT of the verifier (token checked offline)")
-    where.add_argument("--db", help="read the store directly (SQLite file or postgresql:// URL)")
+    check.add_argument(
+        "--verifier",
+        help="HOST:PORT of the verifier's caller port, or unix:PATH (token checked offline)",
+    )
+    check.add_argument("--ca", type=Path, help="the verifier's CA bundle (PEM) to pin")
+    check.add_argument("--cert", type=Path, help="relying-party client certificate (PEM)")
+    check.add_argument("--key", type=Path, help="its private key (PEM)")
+    check.add_argument("--db", help="read the store directly (SQLite file or postgresql:// URL)")
     check.add_argument("--jwks", type=Path, help="pinned verifier keys (keys export-jwks)")
     check.add_argument(
         "--issuer", default="fleet-attest", help="expected iss (default %(default)s)"
@@ -91,6 +101,13 @@ def cmd_rotate(ns: argparse.Namespace) -> int:
 
 
 def cmd_verdict_check(ns: argparse.Namespace) -> int:
+    if (ns.verifier is None) == (ns.db is None):
+        raise UsageError("give one of --verifier and --db")
+    if ns.verifier is not None and ns.jwks is None and not is_authenticated_tls(ns):
+        raise UsageError(
+            "refusing to trust token keys fetched from an unauthenticated verifier: pin them "
+            "with --jwks FILE (keys export-jwks), or fetch them over TLS with --ca"
+        )
     problems = _check_remote(ns) if ns.verifier else _check_local(ns)
     if problems:
         print(f"NOT TRUSTED: {ns.device}")
@@ -124,12 +141,12 @@ def _check_local(ns: argparse.Namespace) -> list[str]:
 def _check_remote(ns: argparse.Namespace) -> list[str]:
     nonce = secrets.token_bytes(16)
     try:
-        with grpc.insecure_channel(ns.verifier) as ch:
+        with connect(ns) as ch:
             stub = pb_grpc.RelyingPartyStub(ch)
             reply = stub.GetVerdict(pb.GetVerdictRequest(device_id=ns.device, nonce=nonce))
             jwks = None if ns.jwks else json.loads(stub.GetJwks(pb.GetJwksRequest()).jwks_json)
     except grpc.RpcError as exc:
-        return [f"verifier said {exc.code().name}: {exc.details()}"]
+        return [error_text(ns.verifier, exc)]
     if not reply.verdict.token:
         freshness = pb.Freshness.Name(reply.verdict.freshness).removeprefix("FRESHNESS_")
         return [f"no token: the verdict can no longer be valid ({freshness.lower()})"]
@@ -156,7 +173,7 @@ def _check_remote(ns: argparse.Namespace) -> list[str]:
     if age > ns.max_age:
         problems.append(f"verdict is {age:.0f} s old; --max-age is {ns.max_age:.0f} s")
     if not problems:
-        pinned = "pinned keys" if ns.jwks else "keys fetched from the verifier (pin with --jwks)"
+        pinned = "pinned keys" if ns.jwks else "keys fetched over TLS from the verifier"
         print(
             f"TRUSTED: {ns.device} affirming, release {claims.release}, {age:.0f} s old "
             f"(token verified offline with {pinned})"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -124,11 +123,12 @@ class AgentService(pb_grpc.AgentServicer):
 
 
 class RelyingPartyService(pb_grpc.RelyingPartyServicer):
-    def __init__(self, verifier: Verifier, max_watchers: int = 2) -> None:
+    """A verdict stream holds one server thread for its lifetime: the server's
+    ``StreamSlots`` (``verifier.service.authz``) caps them per caller and in all, so streams
+    never take every thread away from agents."""
+
+    def __init__(self, verifier: Verifier) -> None:
         self.v = verifier
-        # A stream holds one server thread for its lifetime: cap them so that streams can
-        # never take every thread away from agents (the rest get RESOURCE_EXHAUSTED).
-        self._watchers = threading.BoundedSemaphore(max_watchers)
 
     @rpc
     def GetVerdict(
@@ -171,11 +171,6 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
         Resumable: a client that reconnects with the last ``sequence`` it saw misses nothing,
         whichever replica stored the verdicts (the store's sequence is the cursor).
         """
-        if not self._watchers.acquire(blocking=False):
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "too many verdict streams on this verifier; retry later or on another replica",
-            )
         try:
             refuse_unknown_fields(request)
             cursor = request.after_sequence
@@ -189,8 +184,6 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
                     self.v.wait_for_verdicts(WATCH_POLL_SECONDS)
         except Exception as exc:
             abort(context, exc, "WatchVerdicts")
-        finally:
-            self._watchers.release()
 
 
 class OperatorService(pb_grpc.OperatorServicer):
