@@ -30,6 +30,8 @@ from simulator.firmware import FirmwareProfile, UnreplayableLog, boot, replay_re
 from simulator.swtpm import STARTUP_LOCALITIES, SwtpmFactory, SwtpmInstance
 from simulator.tcglog import parse_log, pcr0_start
 from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.enrollment.policy import EnrollmentPolicy
+from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden
 from verifier.service.server import build_server
 from verifier.store import open_store
@@ -65,25 +67,37 @@ class RunningVerifier:
         watch_interval: float = 0.5,
         db: str | None = None,
         keys: Path | None = None,
+        enrollment_policy: EnrollmentPolicy = EnrollmentPolicy.OPEN,
+        token_ttl: float | None = None,
+        crl_stale: str = "fail",
+        sweep_interval: float = 0.5,
     ) -> None:
         """``db``: a postgresql:// URL (default: SQLite in ``workdir``); ``keys``: the signing
-        key directory (default: in ``workdir``; replicas share one)."""
+        key directory (default: in ``workdir``; replicas share one). The simulator is a lab:
+        its devices enroll under ``open`` unless ``enrollment_policy`` says otherwise."""
         self.workdir = workdir
         self.clock = MovableClock()
         workdir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(db or workdir / "verifier.db")
         self.golden = LiveGolden.start(golden_dir, self.store, self.clock)
         trust, allowed = open_trust(trust_dir, allowlist)
-        settings = VerifierSettings(nonce_ttl=nonce_ttl)
+        settings = VerifierSettings(
+            nonce_ttl=nonce_ttl,
+            enrollment_policy=enrollment_policy,
+            token_ttl=token_ttl,
+            crl_stale=crl_stale,
+        )
         keyring = KeyRing.open(keys or workdir / "keys", self.clock())
+        self.crls = LiveCrls.start(trust_dir, trust)
         self.verifier = Verifier(
-            self.store, trust, allowed, self.golden, keyring, settings, self.clock
+            self.store, trust, allowed, self.golden, keyring, settings, self.clock, self.crls
         )
         self.server, self.port = build_server(self.verifier, f"127.0.0.1:{port}", workers=workers)
         self.server.start()
         self.address = f"127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self.golden.watch(self._stop, interval=watch_interval)
+        self.verifier.watch(self._stop, interval=sweep_interval)
 
     def close(self) -> None:
         self._stop.set()

@@ -3,8 +3,14 @@
 Start-up refuses, with a clear message and exit 2, an unreadable trust directory or allowlist
 and an invalid golden set: the verifier never runs without a valid policy. While serving:
 SIGHUP (or a file change) reloads the golden set, keeping the last valid one when the edit is
-broken; expired nonces and challenges are purged and the signing key ring re-read every
-``PURGE_INTERVAL`` seconds; SIGTERM or SIGINT stops the server gracefully.
+broken; every ``SWEEP_INTERVAL`` seconds the CRLs are re-read when a file changed and every
+verdict that stopped being current (a reload, a release past ``not_after``, a revocation made
+on another replica) gets its supersession event on the stream; expired nonces and challenges
+are purged and the signing key ring re-read every ``PURGE_INTERVAL`` seconds; SIGTERM or
+SIGINT stops the server gracefully.
+
+``--enrollment-policy`` defaults to ``approve``: a device the operators have not looked at never
+gets a verdict (fail closed), and unlike ``inventory`` it needs no list prepared ahead.
 
 ``--processes N`` forks N servers before any gRPC state exists, each binding the same port
 with SO_REUSEPORT (the kernel spreads connections): the way past the GIL, one per core. They
@@ -27,8 +33,12 @@ from types import FrameType
 from verifier import __version__, errors
 from verifier.app import Verifier, VerifierSettings, open_trust
 from verifier.cli.common import Subparsers
+from verifier.cli.token import duration
+from verifier.enrollment.crl import STALE_POLICIES
 from verifier.enrollment.ekchain import TrustConfigError
+from verifier.enrollment.policy import EnrollmentPolicy
 from verifier.golden.load import GoldenError
+from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden
 from verifier.service.server import build_server
 from verifier.store import open_store
@@ -37,6 +47,7 @@ from verifier.token import KeyRing
 log = logging.getLogger("attest-verifier")
 
 PURGE_INTERVAL = 30.0  # seconds between purges of expired nonces and challenges
+SWEEP_INTERVAL = 2.0  # seconds between looks for verdicts that stopped being current
 
 
 def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -66,6 +77,26 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="server processes sharing the port with SO_REUSEPORT (default 1; one per core)",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument(
+        "--enrollment-policy",
+        choices=[p.value for p in EnrollmentPolicy],
+        default=EnrollmentPolicy.APPROVE.value,
+        help="who binds a new device's profile: 'inventory' (listed ahead of time), 'approve' "
+        "(an operator approves each new device; the default) or 'open' (its labels, trust "
+        "on first use: labs and demos only)",
+    )
+    serve.add_argument(
+        "--token-ttl",
+        type=duration,
+        help="tokens live at most this long (e.g. 5m), however long the verdict does",
+    )
+    serve.add_argument(
+        "--crl-stale",
+        choices=STALE_POLICIES,
+        default="fail",
+        help="a CRL past its nextUpdate: 'fail' (the devices below it cannot enroll or "
+        "attest; the default) or 'warn'",
+    )
     serve.set_defaults(func=serve_command)
 
 
@@ -114,6 +145,11 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     except (TrustConfigError, OSError) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
         return 2
+    try:
+        crls = LiveCrls.start(ns.ek_ca, trust)
+    except (TrustConfigError, OSError) as exc:
+        print(f"attest-verifier: {exc}", file=sys.stderr)
+        return 2
     store = open_store(ns.db)
     try:
         golden = LiveGolden.start(ns.golden, store, time.time)
@@ -124,8 +160,7 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
         store.close()
         return 2
     keyring = KeyRing.open(_keys_dir(ns), time.time())
-    settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
-    verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
+    verifier = Verifier(store, trust, allowlist, golden, keyring, _settings(ns), crls=crls)
     try:
         server, port = build_server(verifier, ns.listen, workers=ns.workers, reuse_port=reuse_port)
     except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind ...")
@@ -146,6 +181,7 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
         signal.signal(sig, on_signal)
     server.start()
     golden.watch(stop)
+    verifier.watch(stop, interval=SWEEP_INTERVAL)
     if ns.port_file:
         ns.port_file.write_text(f"{port}\n")
     log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
@@ -154,7 +190,8 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
         if reload_requested.is_set():
             reload_requested.clear()
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
-            golden.reload()
+            if golden.reload().applied:
+                verifier.sweep()
         if time.monotonic() >= next_purge:
             next_purge = time.monotonic() + PURGE_INTERVAL
             store.purge_expired(time.time())
@@ -163,6 +200,22 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     server.stop(grace=5).wait()
     store.close()
     return 0
+
+
+def _settings(ns: argparse.Namespace) -> VerifierSettings:
+    policy = EnrollmentPolicy(ns.enrollment_policy)
+    if policy is EnrollmentPolicy.OPEN:
+        log.warning(
+            "enrollment policy 'open': any device with a trusted EK enrolls and its own labels "
+            "choose its golden profile; for labs and demos only"
+        )
+    return VerifierSettings(
+        nonce_ttl=ns.nonce_ttl,
+        issuer=ns.issuer,
+        enrollment_policy=policy,
+        token_ttl=ns.token_ttl,
+        crl_stale=ns.crl_stale,
+    )
 
 
 def _keys_dir(ns: argparse.Namespace) -> Path:
