@@ -38,6 +38,7 @@ class AgentConfig:
     labels: Mapping[str, str] | None = None
     timeout: float = 30.0
     new_ak: bool = False  # forget the saved AK and enroll a new one (after a TPM clear)
+    ek_intermediates: tuple[bytes, ...] = ()  # DER CA certificates above the EK certificate
 
 
 def channel(address: str) -> grpc.Channel:
@@ -79,6 +80,7 @@ def enroll(config: AgentConfig, stop: threading.Event, force: bool = False) -> s
                 ek_public=ek.public,
                 ak_public=ak.public,
                 labels=dict(config.labels or {}),
+                ek_intermediates=list(config.ek_intermediates),
             )
             started = retry(
                 lambda: stub.StartEnrollment(request, timeout=config.timeout),
