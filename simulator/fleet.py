@@ -113,6 +113,8 @@ class SimDevice:
     workdir: Path
     labels: Mapping[str, str] = field(default_factory=lambda: dict(DEVICE_LABELS))
     device_id: str = ""
+    ek_certificate: bytes = b""  # the DER the CA issued (RSA EK)
+    ek_intermediates: tuple[bytes, ...] = ()  # what the agent sends with it
 
     @property
     def event_log(self) -> Path:
@@ -157,6 +159,7 @@ class SimDevice:
             event_log=self.event_log,
             labels=dict(self.labels),
             timeout=20.0,
+            ek_intermediates=self.ek_intermediates,
         )
 
     def enroll(self, verifier: str) -> str:
@@ -205,10 +208,10 @@ class Fleet:
         labels: Mapping[str, str] | None = None,
     ) -> SimDevice:
         tpm = self.factory.create(name)
-        tpm.provision_ek_certificate(self.ca, "rsa", issuer=ek_issuer)
+        certificate = tpm.provision_ek_certificate(self.ca, "rsa", issuer=ek_issuer)
         workdir = self.workdir / "devices" / name
         workdir.mkdir(parents=True, exist_ok=True)
-        device = SimDevice(name, tpm, firmware, workdir)
+        device = SimDevice(name, tpm, firmware, workdir, ek_certificate=certificate)
         if labels is not None:
             device.labels = dict(labels)
         device.power_on()

@@ -86,16 +86,16 @@ def _revoke(store: Store, record: RevocationRecord) -> Revoked:
     )
     superseded = 0
     if record.device_id and store.get_device(record.device_id) is not None:
-        why = f"{_KIND_TEXT[record.kind]} revoked: {record.describe()}"
+        why = f"{_KIND_TEXT[record.kind]}: {record.describe()}"
         superseded = supersede(store, record.device_id, why)
     return Revoked(stored, superseded)
 
 
-_KIND_TEXT = {
-    RevocationKind.DEVICE: "device",
-    RevocationKind.EK: "EK",
-    RevocationKind.AK: "AK",
-    RevocationKind.EK_CERTIFICATE: "EK certificate",
+_KIND_TEXT = {  # as ``verifier.currency`` words it
+    RevocationKind.DEVICE: "device decommissioned",
+    RevocationKind.EK: "EK denied",
+    RevocationKind.AK: "AK revoked",
+    RevocationKind.EK_CERTIFICATE: "EK certificate revoked",
 }
 
 

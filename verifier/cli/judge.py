@@ -22,6 +22,7 @@ from verifier.store.base import Store
 from verifier.verdict import BootEpoch, Verdict
 
 NO_GOLDEN_HINT = "pass --golden DIR (the directory the verifiers serve) to decide"
+clock = time.time  # what "now" is for the commands (tests move it)
 
 
 def add_golden_flag(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def add_golden_flag(parser: argparse.ArgumentParser) -> None:
 
 class LocalJudge:
     def __init__(self, store: Store, golden_dir: Path | None, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
+        self.now = clock() if now is None else now
         self.golden = _load(golden_dir)
         self.revocations = Revocations.from_records(store.revocations())
 
