@@ -111,7 +111,8 @@ def postgres() -> Iterator[str | None]:
         yield None
         return
     try:
-        with contextlib.contextmanager(pgcluster.pg_cluster.__wrapped__)() as base:
+        cluster = pgcluster.pg_cluster.__wrapped__  # type: ignore[attr-defined]  # the generator
+        with contextlib.contextmanager(cluster)() as base:
             yield pgcluster.fresh_schema_url(base)
     except BaseException as exc:  # pytest.skip outside pytest: no server here
         if type(exc).__name__ in {"Skipped", "Failed"}:

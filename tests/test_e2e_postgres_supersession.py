@@ -25,7 +25,12 @@ GOLDEN = Path(__file__).resolve().parent.parent / "golden_measurements"
 def watch(address: str, events: queue.Queue[pb.Verdict], stop: threading.Event) -> None:
     with grpc.insecure_channel(address) as ch:
         stream = pb_grpc.RelyingPartyStub(ch).WatchVerdicts(pb.WatchVerdictsRequest())
-        threading.Thread(target=lambda: (stop.wait(), stream.cancel()), daemon=True).start()
+
+        def cancel_on_stop() -> None:
+            stop.wait()
+            stream.cancel()  # type: ignore[no-untyped-call]
+
+        threading.Thread(target=cancel_on_stop, daemon=True).start()
         try:
             for message in stream:
                 events.put(message)
