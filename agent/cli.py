@@ -23,8 +23,10 @@ operator (a corrupt state file, an AK that no longer loads after a TPM clear) ex
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import random
+import re
 import signal
 import sys
 import threading
@@ -70,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_ak=getattr(ns, "new_ak", False),
         ca=ns.ca,
         insecure=ns.insecure,
+        ek_intermediates=read_certificates(ns.ek_intermediates),
     )
     stop = threading.Event()
 
@@ -123,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--event-log", type=Path, default=DEFAULT_EVENT_LOG)
         p.add_argument("--no-event-log", action="store_true", help="send no event log")
         p.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
+        p.add_argument(
+            "--ek-intermediates",
+            type=Path,
+            nargs="+",
+            default=[],
+            metavar="FILE",
+            help="CA certificates (PEM or DER) between the EK certificate and the vendor root, "
+            "sent at enrollment for a verifier whose trust directory lacks them",
+        )
         if name == "enroll":
             p.add_argument(
                 "--new-ak",
@@ -132,6 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(func=func)
     return parser
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def read_certificates(paths: Sequence[Path]) -> tuple[bytes, ...]:
+    """Every certificate of the files, as DER (a PEM file may hold several)."""
+    found: list[bytes] = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SystemExit(f"attest-agent: {path}: {exc.strerror or exc}") from exc
+        blocks = _PEM_CERT.findall(data)
+        if not blocks and b"-----BEGIN" in data:
+            raise SystemExit(f"attest-agent: {path}: PEM without a CERTIFICATE block")
+        try:
+            found += [base64.b64decode(b"".join(b.split()), validate=True) for b in blocks]
+        except ValueError as exc:
+            raise SystemExit(f"attest-agent: {path}: bad PEM ({exc})") from exc
+        if not blocks:
+            found.append(data)
+    return tuple(found)
 
 
 def _label(item: str) -> tuple[str, str]:

@@ -49,6 +49,7 @@ class AgentConfig:
     new_ak: bool = False  # forget the saved AK and enroll a new one (after a TPM clear)
     ca: Path | None = None  # the verifier's CA bundle (PEM): pinned
     insecure: bool = False  # plaintext to the verifier: only when said explicitly
+    ek_intermediates: tuple[bytes, ...] = ()  # DER CA certificates above the EK certificate
 
 
 class ChannelConfigError(Exception):
@@ -157,6 +158,7 @@ def enroll(config: AgentConfig, stop: threading.Event, force: bool = False) -> s
                 ek_public=ek.public,
                 ak_public=ak.public,
                 labels=dict(config.labels or {}),
+                ek_intermediates=list(config.ek_intermediates),
             )
             started = retry(
                 _guarded(

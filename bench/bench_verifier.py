@@ -53,6 +53,7 @@ def setup(workdir: Path) -> tuple[Verifier, SoftAk, bytes, dict[int, bytes]]:
             labels=dict(DEVICE_LABELS),
             enrollment_count=1,
             enrolled_at=time.time(),
+            profile="sim-gateway",
         )
     )
     record = boot(GOOD_A, lambda pcr, digests: None)

@@ -151,6 +151,36 @@ class LocalCa:
         )
         return builder.sign(authority.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
+    def issue_crl(
+        self,
+        revoked: list[int],
+        *,
+        issuer: Literal["intermediate", "root"] = "intermediate",
+        next_update: dt.datetime | None = None,
+        this_update: dt.datetime | None = None,
+        pem: bool = True,
+    ) -> bytes:
+        """A CRL of ``issuer`` listing the serial numbers ``revoked`` (PEM or DER)."""
+        authority = self.intermediate if issuer == "intermediate" else self.root
+        now = dt.datetime.now(dt.UTC)
+        this_update = this_update or now - dt.timedelta(minutes=5)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(authority.cert.subject)
+            .last_update(this_update)
+            .next_update(next_update or now + dt.timedelta(days=7))
+        )
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(this_update)
+                .build()
+            )
+        crl = builder.sign(authority.key, hashes.SHA256())
+        encoding = serialization.Encoding.PEM if pem else serialization.Encoding.DER
+        return crl.public_bytes(encoding)
+
 
 def _self_signed(key: CaKey, common_name: str, now: dt.datetime) -> _Authority:
     name = _name(common_name)

@@ -35,7 +35,9 @@ from simulator.firmware import FirmwareProfile, UnreplayableLog, boot, replay_re
 from simulator.swtpm import STARTUP_LOCALITIES, SwtpmFactory, SwtpmInstance
 from simulator.tcglog import parse_log, pcr0_start
 from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.enrollment.policy import EnrollmentPolicy
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden
 from verifier.service.server import Listen, build_server
 from verifier.store import open_store
@@ -84,11 +86,16 @@ class RunningVerifier:
         pki: Path | None = None,
         operator_socket: Path | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        enrollment_policy: EnrollmentPolicy = EnrollmentPolicy.OPEN,
+        token_ttl: float | None = None,
+        crl_stale: str = "fail",
+        sweep_interval: float = 0.5,
     ) -> None:
         """``db``: a postgresql:// URL (default: SQLite in ``workdir``); ``keys``: the signing
         key directory (default: in ``workdir``; replicas share one); ``pki``: the fleet PKI
         (default: a new one in ``workdir``); ``operator_socket``: also serve the Operator
-        socket there (a short path: Unix socket paths end at 107 bytes)."""
+        socket there (a short path: Unix socket paths end at 107 bytes). The simulator is a
+        lab: its devices enroll under ``open`` unless ``enrollment_policy`` says otherwise."""
         self.workdir = workdir
         self.clock = MovableClock()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -96,10 +103,17 @@ class RunningVerifier:
         self.store = open_store(db or workdir / "verifier.db")
         self.golden = LiveGolden.start(golden_dir, self.store, self.clock)
         trust, allowed = open_trust(trust_dir, allowlist)
-        settings = VerifierSettings(nonce_ttl=nonce_ttl, limits=limits)
+        settings = VerifierSettings(
+            nonce_ttl=nonce_ttl,
+            limits=limits,
+            enrollment_policy=enrollment_policy,
+            token_ttl=token_ttl,
+            crl_stale=crl_stale,
+        )
         keyring = KeyRing.open(keys or workdir / "keys", self.clock())
+        self.crls = LiveCrls.start(trust_dir, trust)
         self.verifier = Verifier(
-            self.store, trust, allowed, self.golden, keyring, settings, self.clock
+            self.store, trust, allowed, self.golden, keyring, settings, self.clock, self.crls
         )
         self.tls = ServerTls(
             TlsFiles(self.pki / "verifier.pem", self.pki / "verifier.key", self.pki / "ca.pem")
@@ -119,6 +133,7 @@ class RunningVerifier:
         self.caller_address = f"127.0.0.1:{self.caller_port}"
         self._stop = threading.Event()
         self.golden.watch(self._stop, interval=watch_interval)
+        self.verifier.watch(self._stop, interval=sweep_interval)
 
     @property
     def ca(self) -> Path:
@@ -172,6 +187,8 @@ class SimDevice:
     labels: Mapping[str, str] = field(default_factory=lambda: dict(DEVICE_LABELS))
     device_id: str = ""
     verifier_ca: Path | None = None  # the TLS CA bundle the agent pins (the fleet's)
+    ek_certificate: bytes = b""  # the DER the CA issued (RSA EK)
+    ek_intermediates: tuple[bytes, ...] = ()  # what the agent sends with it
 
     @property
     def event_log(self) -> Path:
@@ -217,6 +234,7 @@ class SimDevice:
             labels=dict(self.labels),
             timeout=20.0,
             ca=self.verifier_ca,
+            ek_intermediates=self.ek_intermediates,
         )
 
     def enroll(self, verifier: str) -> str:
@@ -268,10 +286,17 @@ class Fleet:
         labels: Mapping[str, str] | None = None,
     ) -> SimDevice:
         tpm = self.factory.create(name)
-        tpm.provision_ek_certificate(self.ca, "rsa", issuer=ek_issuer)
+        certificate = tpm.provision_ek_certificate(self.ca, "rsa", issuer=ek_issuer)
         workdir = self.workdir / "devices" / name
         workdir.mkdir(parents=True, exist_ok=True)
-        device = SimDevice(name, tpm, firmware, workdir, verifier_ca=self.pki / "ca.pem")
+        device = SimDevice(
+            name,
+            tpm,
+            firmware,
+            workdir,
+            verifier_ca=self.pki / "ca.pem",
+            ek_certificate=certificate,
+        )
         if labels is not None:
             device.labels = dict(labels)
         device.power_on()

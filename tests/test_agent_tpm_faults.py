@@ -42,6 +42,7 @@ ENV = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
 def agent_argv(device: SimDevice, address: str, command: str) -> list[str]:
     return [
         *(sys.executable, "-m", "agent.cli", command, "--verifier", address),
+        *("--ca", str(device.verifier_ca)),
         *("--tcti", device.tpm.tcti, "--state-dir", str(device.workdir / "agent-state")),
         *("--event-log", str(device.event_log), "--label", "model=sim-gateway"),
     ]

@@ -9,8 +9,9 @@ import pytest
 from simulator.softquote import QuoteFields, SoftAk
 from verifier import errors
 from verifier.appraisal import AppraisalContext, appraise
+from verifier.currency import Revocations, currency, trusted
 from verifier.evidence import Evidence
-from verifier.golden.model import Profile, Release
+from verifier.golden.model import GoldenSet, Profile, Release
 from verifier.limits import DEFAULT_LIMITS
 from verifier.store.base import IssuedNonce
 from verifier.verdict import BootEpoch, Status, Verdict
@@ -166,5 +167,11 @@ def test_verdict_never_outlives_the_ek_certificate(ak: SoftAk) -> None:
 
 def test_expired_verdict_is_not_trusted(ak: SoftAk) -> None:
     verdict = appraise(evidence(ak, GOOD), context(ak), NOW)
-    assert verdict.is_trusted(NOW + 10)
-    assert not verdict.is_trusted(NOW + 3600)
+    golden = GoldenSet((context(ak).profile,), "sha256:00", ("p.yaml",))
+
+    def at(now: float) -> bool:
+        found = currency(verdict, now, golden=golden, revocations=Revocations(), latest_epoch=None)
+        return trusted(verdict, found)
+
+    assert at(NOW + 10)
+    assert not at(NOW + 3600)

@@ -31,6 +31,7 @@ from verifier.token import KeyRing, PinnedKeys, verify_token
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "dev-token"
+OPERATOR_CHANNELS: list[grpc.Channel] = []  # the operator socket of the module's verifier
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +53,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[grpc.Chan
             labels=dict(DEVICE_LABELS),
             enrollment_count=1,
             enrolled_at=time.time(),
+            profile="sim-gateway",  # bound by an operator (the default enrollment policy)
         )
     )
-    server, ports = build_server(verifier, Listen("127.0.0.1:0"), workers=4)
+    socket = work / "operator.sock"  # GetVerdict is for relying parties and operators
+    server, ports = build_server(verifier, Listen("127.0.0.1:0", operator_socket=socket), workers=4)
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{ports.agent}") as ch:
+            OPERATOR_CHANNELS.append(grpc.insecure_channel(f"unix:{socket}"))
             yield ch, ak
     finally:
         server.stop(None)
@@ -100,7 +104,8 @@ def test_relying_party_still_gets_a_token_for_an_unasked_verdict(
 ) -> None:
     ch, ak = served
     verdict = attest(ch, ak)
-    reply = pb_grpc.RelyingPartyStub(ch).GetVerdict(pb.GetVerdictRequest(device_id=DEVICE))
+    stub = pb_grpc.RelyingPartyStub(OPERATOR_CHANNELS[-1])
+    reply = stub.GetVerdict(pb.GetVerdictRequest(device_id=DEVICE))
     assert reply.verdict.verdict_id == verdict.verdict_id
     claims = verify_token(
         reply.verdict.token,

@@ -150,7 +150,8 @@ def test_every_command_resolves_the_same_device_prefix(
     capsys.readouterr()
     assert cli.main(["verdict", "show", prefix, "--db", db]) == 0
     assert good.device_id in capsys.readouterr().out
-    assert cli.main(["verdict", "check", prefix, "--max-age", "10m", "--db", db]) == 0
+    check = ["verdict", "check", prefix, "--max-age", "10m", "--db", db, "--golden", str(GOLDEN)]
+    assert cli.main(check) == 0
     assert good.device_id in capsys.readouterr().out
     assert cli.main(["golden", "explain", prefix, "--db", db, "--golden", str(GOLDEN)]) == 0
     assert good.device_id in capsys.readouterr().out

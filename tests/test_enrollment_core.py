@@ -56,6 +56,7 @@ from verifier.enrollment.ekchain import (
 )
 from verifier.enrollment.flow import Enrollment
 from verifier.enrollment.identity import device_id_for
+from verifier.enrollment.policy import EnrollmentPolicy
 from verifier.enrollment.tpmpublic import (
     DECRYPT,
     FIXED_PARENT,
@@ -1207,7 +1208,7 @@ def spy_store(tmp_path: Path) -> Iterator[_ChallengeSpy]:
 
 
 def _enrollment(store: Store, trust: TrustStore, allowlist: Allowlist) -> Enrollment:
-    return Enrollment(store, trust, allowlist, clock=lambda: NOW)
+    return Enrollment(store, trust, allowlist, clock=lambda: NOW, policy=EnrollmentPolicy.OPEN)
 
 
 def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

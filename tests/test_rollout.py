@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from verifier.currency import Currency
 from verifier.golden.model import Profile, Release
 from verifier.rollout import check_rollout
 from verifier.verdict import BootEpoch, Freshness, Reason, Status, Verdict
@@ -38,7 +39,8 @@ GOOD = Verdict(
 def codes(
     verdict: Verdict | None, fresh: Freshness | None, target: str, max_age: float
 ) -> set[str]:
-    decision = check_rollout(verdict, fresh, PROFILE, target, max_age, NOW)
+    current = Currency(fresh, "" if fresh is Freshness.FRESH else "test") if fresh else None
+    decision = check_rollout(verdict, current, PROFILE, target, max_age, NOW)
     assert decision.allow == (not decision.reasons)
     return {r.code for r in decision.reasons}
 

@@ -20,13 +20,22 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from verifier import errors
+from verifier import errors, lifecycle
 from verifier.appraisal import AppraisalContext, appraise
-from verifier.enrollment.ekchain import Allowlist, TrustStore
+from verifier.currency import AK_NAME, Currency, Revocations, currency
+from verifier.enrollment.crl import CertificateRevoked, CrlSet
+from verifier.enrollment.ekchain import (
+    Allowlist,
+    Certificate,
+    TrustStore,
+    parse_certificate,
+    verify_path,
+)
 from verifier.enrollment.flow import Enrollment
+from verifier.enrollment.policy import EnrollmentPolicy
 from verifier.enrollment.tpmpublic import TpmPublic, parse_tpm2b_public
 from verifier.evidence import Evidence
 from verifier.golden.evidence_policy import LogAppraisalCache
@@ -34,6 +43,7 @@ from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
 from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
@@ -43,7 +53,7 @@ from verifier.store.base import (
     StoredEvidence,
 )
 from verifier.token import KeyRing, TokenExpired, issue_token
-from verifier.verdict import Freshness, Verdict
+from verifier.verdict import BootEpoch, Freshness, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,9 @@ class VerifierSettings:
     enrollment_ttl: float = 120.0
     issuer: str = "fleet-attest"  # the tokens' ``iss``
     limits: Limits = DEFAULT_LIMITS
+    enrollment_policy: EnrollmentPolicy = EnrollmentPolicy.APPROVE
+    token_ttl: float | None = None  # seconds; a token lives at most this long (None: no bound)
+    crl_stale: str = "fail"  # "fail" or "warn": a CRL past its nextUpdate
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class Verifier:
         keyring: KeyRing,
         settings: VerifierSettings = VerifierSettings(),
         clock: Clock = time.time,
+        crls: LiveCrls | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring
@@ -98,14 +112,26 @@ class Verifier:
         self._ak_lock = threading.Lock()
         self._verdict_added = threading.Condition()
         self._log_cache = LogAppraisalCache()
+        self.crls = crls or LiveCrls(None, trust, CrlSet.empty())
+        self._paths: dict[tuple[str, bytes], tuple[Certificate, ...]] = {}
         self.enrollment = Enrollment(
-            store, trust, allowlist, clock, settings.enrollment_ttl, settings.limits
+            store,
+            trust,
+            allowlist,
+            clock,
+            settings.enrollment_ttl,
+            settings.limits,
+            policy=settings.enrollment_policy,
+            crls=self.crls.current,
+            crl_stale=settings.crl_stale,
+            open_profile=self._open_profile,
         )
 
     # ------------------------------------------------------------ attestation
 
     def get_challenge(self, device_id: str) -> ChallengeIssued:
         device = self._device(device_id)
+        self._check_may_attest(device)
         profile = self._profile_for(device)
         now = self.clock()
         issued = IssuedNonce(
@@ -124,6 +150,7 @@ class Verifier:
     def attest(self, evidence: Evidence, *, want_token: bool = True) -> tuple[Verdict, str]:
         """Appraise and store: the stored verdict and, when ``want_token``, its token."""
         device = self._device(evidence.device_id)
+        self._check_may_attest(device)
         now = self.clock()
         issued = self.store.consume_nonce(evidence.device_id, evidence.nonce, now)
         if issued is None:
@@ -149,6 +176,7 @@ class Verifier:
             log_cache=self._log_cache,
         )
         verdict = appraise(evidence, ctx, now)
+        verdict = replace(verdict, extra={**verdict.extra, AK_NAME: device.ak_name.hex()})
         stored = self.store.add_verdict(verdict)
         self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
@@ -181,51 +209,81 @@ class Verifier:
 
     # ------------------------------------------------------------ queries
 
-    def latest_verdict(self, device_id: str) -> tuple[Verdict, Freshness]:
-        self._device(device_id)
+    def latest_verdict(self, device_id: str) -> tuple[Verdict, Currency]:
+        device = self._device(device_id)
         verdict = self.store.latest_verdict(device_id)
         if verdict is None:
             raise errors.UnknownDevice(f"device {device_id} has no verdict yet")
-        return verdict, self.freshness(verdict)
+        return verdict, self.currency_of(verdict, device, verdict.boot_epoch)
 
-    def freshness(self, verdict: Verdict) -> Freshness:
-        """Expired past ``expires_at``; superseded by a revoked or retired release."""
-        now = self.clock()
-        state = verdict.freshness(now)
-        if state is not Freshness.FRESH or not verdict.release:
-            return state
-        profile = self.golden.current().profile_set.profile(verdict.profile)
-        release = profile.release(verdict.release) if profile else None
-        if release is None or release.revoked:
-            return Freshness.SUPERSEDED
-        if release.not_after is not None and now > release.not_after:
-            return Freshness.SUPERSEDED
-        return state
+    def revocations(self, device: DeviceRecord | None = None) -> Revocations:
+        """The store's standing revocations; for ``device``, also whether its EK certificate
+        can be checked now (a stale CRL under ``--crl-stale fail``: undecidable)."""
+        undecidable = {}
+        if device is not None:
+            problem = self._certificate_problem(device)
+            if problem:
+                undecidable[device.device_id] = problem
+        return Revocations.from_records(self.store.revocations(), undecidable)
+
+    def currency_of(
+        self,
+        verdict: Verdict,
+        device: DeviceRecord | None = None,
+        latest_epoch: BootEpoch | None = None,
+        revocations: Revocations | None = None,
+    ) -> Currency:
+        """The one decision (``verifier.currency``) with what this verifier knows: the live
+        golden set, the revocations, the device's bound profile and latest boot epoch."""
+        if verdict.supersession:
+            return Currency(Freshness.SUPERSEDED, verdict.supersession)
+        if device is None:
+            device = self.store.get_device(verdict.device_id)
+        if latest_epoch is None:
+            latest = self.store.latest_verdict(verdict.device_id)
+            latest_epoch = latest.boot_epoch if latest else None
+        return currency(
+            verdict,
+            self.clock(),
+            golden=self.golden.current().profile_set,
+            revocations=revocations or self.revocations(device),
+            latest_epoch=latest_epoch,
+            profile=device.profile or None if device else None,
+        )
 
     def token_for(
-        self, verdict: Verdict, nonce: bytes | None = None, device: DeviceRecord | None = None
+        self,
+        verdict: Verdict,
+        nonce: bytes | None = None,
+        device: DeviceRecord | None = None,
+        current: Currency | None = None,
     ) -> str:
         """The verdict as a freshly signed EAR token (``nonce`` echoed as ``eat_nonce``).
 
-        ``exp`` is the earliest of the verdict's expiry, the release's ``not_after`` and the
-        EK certificate's notAfter. Empty when that time has already passed (an expired
-        verdict, a retired release, an expired EK certificate): there is nothing to vouch for.
+        ``exp`` is the earliest of the verdict's expiry, the release's ``not_after``, the
+        EK certificate's notAfter and now + ``token_ttl``. Empty unless the verdict is current
+        (``currency``): there is nothing to vouch for.
         """
-        profile = self.golden.current().profile_set.profile(verdict.profile)
-        release = profile.release(verdict.release) if profile and verdict.release else None
-        if self.freshness(verdict) is not Freshness.FRESH:
-            return ""  # expired or superseded (a revoked or retired release): nothing to vouch for
         if device is None:
             device = self.store.get_device(verdict.device_id)
+        if current is None:
+            current = self.currency_of(verdict, device)
+        if not current.current:
+            return ""
+        profile = self.golden.current().profile_set.profile(verdict.profile)
+        release = profile.release(verdict.release) if profile and verdict.release else None
+        now = self.clock()
+        ttl = self.settings.token_ttl
         try:
             return issue_token(
                 verdict,
                 self.keyring.signing_key,
                 issuer=self.settings.issuer,
-                now=self.clock(),
+                now=now,
                 release_not_after=release.not_after if release else None,
                 ek_not_after=device.ek_not_after if device else None,
                 nonce=nonce,
+                not_after=now + ttl if ttl else None,
             )
         except TokenExpired:
             # No token for a verdict that can no longer be valid: absence proves nothing.
@@ -238,20 +296,23 @@ class Verifier:
         self, device_id: str, target: str, max_age: float
     ) -> tuple[RolloutDecision, Verdict | None]:
         """May ``target`` be shipped to the device now (see ``verifier.rollout``)?"""
-        self._device(device_id)
+        device = self._device(device_id)
         verdict = self.store.latest_verdict(device_id)
         if verdict is None:
             return check_rollout(None, None, None, target, max_age, self.clock()), None
         profile = self.golden.current().profile_set.profile(verdict.profile)
-        decision = check_rollout(
-            verdict, self.freshness(verdict), profile, target, max_age, self.clock()
-        )
+        current = self.currency_of(verdict, device, verdict.boot_epoch)
+        decision = check_rollout(verdict, current, profile, target, max_age, self.clock())
         return decision, verdict
 
     def verdicts_after(
         self, sequence: int, device_ids: Sequence[str] = (), profile: str = ""
     ) -> Sequence[Verdict]:
         return self.store.verdicts_after(sequence, device_ids, profile)
+
+    def notify_watchers(self) -> None:
+        with self._verdict_added:
+            self._verdict_added.notify_all()
 
     def wait_for_verdicts(self, timeout: float) -> None:
         """Block until this process stores a verdict or ``timeout`` passes (other replicas'
@@ -281,6 +342,83 @@ class Verifier:
     def devices(self) -> Sequence[DeviceRecord]:
         return self.store.list_devices()
 
+    # ------------------------------------------------------------ operators own the fleet
+
+    def approve_device(self, device_id: str, profile: str, actor: str, reason: str = "") -> None:
+        self._device(device_id)
+        self._known_profile(profile)
+        lifecycle.approve_device(self.store, device_id, profile, actor, self.clock(), reason)
+
+    def set_device_profile(self, device_id: str, profile: str, actor: str, reason: str) -> int:
+        self._device(device_id)
+        self._known_profile(profile)
+        return self._notified(
+            lifecycle.set_profile(self.store, device_id, profile, actor, self.clock(), reason)
+        )
+
+    def decommission(self, device_id: str, actor: str, reason: str) -> lifecycle.Revoked:
+        self._device(device_id)
+        done = lifecycle.decommission(self.store, device_id, reason, actor, self.clock())
+        self._notified(done.superseded)
+        return done
+
+    def deny_ek(self, fingerprint: str, actor: str, reason: str) -> lifecycle.Revoked:
+        done = lifecycle.deny_ek(self.store, fingerprint, reason, actor, self.clock())
+        self._notified(done.superseded)
+        return done
+
+    def undeny_ek(self, fingerprint: str, actor: str, reason: str) -> bool:
+        return lifecycle.undeny_ek(self.store, fingerprint, reason, actor, self.clock())
+
+    def revoke_ak(self, device_id: str, ak_name: str, actor: str, reason: str) -> lifecycle.Revoked:
+        self._device(device_id)
+        done = lifecycle.revoke_ak(self.store, device_id, ak_name, reason, actor, self.clock())
+        self._notified(done.superseded)
+        return done
+
+    def _known_profile(self, profile: str) -> None:
+        if not profile or self.golden.current().profile_set.profile(profile) is None:
+            raise errors.PolicyViolation(f"profile {profile!r} is not in the golden set")
+
+    def _notified(self, written: int) -> int:
+        if written:
+            self.notify_watchers()
+        return written
+
+    def sweep(self) -> int:
+        """Write a supersession event for every device whose latest verdict stopped being
+        current (a golden reload, a release past ``not_after``, a revocation recorded by
+        another replica or a CRL); at most one per verdict across replicas. Returns the
+        events this call wrote."""
+        self.crls.reload_if_changed()
+        devices = {device.device_id: device for device in self.store.list_devices()}
+        written = 0
+        for verdict in self.store.latest_unsuperseded_verdicts():
+            device = devices.get(verdict.device_id)
+            if device is None:
+                continue
+            state = self.currency_of(verdict, device, verdict.boot_epoch)
+            if state.state is not Freshness.SUPERSEDED:
+                continue
+            if self.store.add_supersession(verdict, state.why) is not None:
+                log.warning("verdict of %s superseded: %s", device.device_id, state.why)
+                written += 1
+        return self._notified(written)
+
+    def watch(self, stop: threading.Event, interval: float = 2.0) -> threading.Thread:
+        """Sweep every ``interval`` seconds until ``stop`` is set."""
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.sweep()
+                except Exception:  # the sweeper must survive a store outage
+                    log.exception("supersession sweep failed; retrying")
+
+        thread = threading.Thread(target=loop, name="supersession-sweep", daemon=True)
+        thread.start()
+        return thread
+
     # ------------------------------------------------------------ helpers
 
     def _device(self, device_id: str) -> DeviceRecord:
@@ -291,13 +429,86 @@ class Verifier:
             raise errors.UnknownDevice(f"no enrolled device {device_id}; enroll first")
         return device
 
+    def _open_profile(self, labels: Mapping[str, str]) -> str:
+        """Under ``open``: the profile the device's labels select at its first enrollment."""
+        profile = self.golden.current().profile_set.profile_for(dict(labels))
+        return profile.name if profile else ""
+
     def _profile_for(self, device: DeviceRecord) -> Profile:
-        profile = self.golden.current().profile_set.profile_for(device.labels)
-        if profile is None:
-            raise errors.PolicyViolation(
-                f"no golden profile matches device {device.device_id} labels {device.labels}"
+        """The profile operators bound the device to (its labels choose nothing)."""
+        golden = self.golden.current().profile_set
+        if device.profile:
+            profile = golden.profile(device.profile)
+            if profile is None:
+                raise errors.PolicyViolation(
+                    f"device {device.device_id} is bound to profile {device.profile!r}, which "
+                    "is not in the golden set"
+                )
+            return profile
+        if self.settings.enrollment_policy is EnrollmentPolicy.OPEN:
+            found = golden.profile_for(device.labels)
+            if found is None:
+                raise errors.PolicyViolation(
+                    f"no golden profile matches device {device.device_id} labels {device.labels}"
+                )
+            return found
+        raise errors.PolicyViolation(
+            f"device {device.device_id} is bound to no profile; an operator must run "
+            f"'attest-verifier device set-profile {device.device_id} PROFILE --reason ...'"
+        )
+
+    def _check_may_attest(self, device: DeviceRecord) -> None:
+        """Refuse a waiting, decommissioned or denied device, a revoked AK, a revoked EK
+        certificate (the stored one, against the CRLs now) and an uncheckable one."""
+        if not device.approved:
+            raise errors.ApprovalRequired(
+                f"device {device.device_id} waits for an operator: 'attest-verifier "
+                f"approve-device {device.device_id} --profile PROFILE'"
             )
-        return profile
+        problem = self._certificate_problem(device)
+        revocations = Revocations.from_records(self.store.revocations())
+        why = revocations.revoked_identity(device.device_id)
+        if why is None and device.ak_name.hex() in revocations.aks:
+            why = f"AK revoked: {revocations.aks[device.ak_name.hex()]}"
+        if why is not None:
+            raise errors.Revoked(f"device {device.device_id}: {why}")
+        if problem:
+            raise errors.UntrustedEndorsement(f"device {device.device_id}: {problem}")
+
+    def _certificate_problem(self, device: DeviceRecord) -> str:
+        """Check the stored EK certificate's path against the live CRLs. A revoked one is
+        recorded (and supersedes the device); returns why it cannot be checked ("" when it
+        can: not revoked, or revoked and recorded)."""
+        if not device.ek_certificate:
+            return ""
+        crls = self.crls.current()
+        if not crls.by_issuer:
+            return ""
+        now = self.clock()
+        try:
+            path = self._path(device, now)
+            for warning in crls.check(path, now, self.settings.crl_stale):
+                log.warning("device %s: %s (--crl-stale warn)", device.device_id, warning)
+        except CertificateRevoked as exc:
+            if lifecycle.revoke_certificate(self.store, device.device_id, str(exc), now):
+                self.notify_watchers()
+        except errors.UntrustedEndorsement as exc:  # a stale CRL, or no path any more
+            return str(exc)
+        return ""
+
+    def _path(self, device: DeviceRecord, now: float) -> tuple[Certificate, ...]:
+        """The stored EK certificate's path (cached per device and certificate)."""
+        key = (device.device_id, device.ek_certificate)
+        cached = self._paths.get(key)
+        if cached is None:
+            leaf = parse_certificate(device.ek_certificate, "the stored EK certificate")
+            extra = [
+                parse_certificate(raw, f"stored intermediate {i}")
+                for i, raw in enumerate(device.ek_intermediates)
+            ]
+            cached = verify_path(leaf, self.trust, now, extra)
+            self._paths[key] = cached
+        return cached
 
     def _previous(self, device: DeviceRecord) -> Verdict | None:
         """The verdict counters are compared with: the latest one since the current AK became

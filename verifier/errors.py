@@ -75,7 +75,16 @@ class UnacceptableKey(EnrollmentRefused):
 
 
 class ApprovalRequired(EnrollmentRefused):
-    """A new AK for a known EK: an operator must approve it first."""
+    """A new AK for a known EK, or a new device under the ``approve`` policy: an operator
+    must approve it first."""
+
+
+class NotInInventory(EnrollmentRefused):
+    """Under the ``inventory`` policy, an EK the operators did not list."""
+
+
+class Revoked(EnrollmentRefused):
+    """The device, its EK, its EK certificate or its AK was taken out of the fleet."""
 
 
 class ActivationFailed(AttestationError):

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Limits:
     max_message_bytes: int = 6 * 1024 * 1024  # one gRPC request (an event log at its limit fits)
-    max_ek_certificate_bytes: int = 16 * 1024
+    max_ek_certificate_bytes: int = 16 * 1024  # also each intermediate the agent sends
+    max_ek_intermediates: int = 4
+    max_reason_bytes: int = 1024  # an operator's reason for a revocation or a change
     max_tpm_public_bytes: int = 2 * 1024  # TPM2B_PUBLIC (RSA-4096 fits easily)
     max_quote_bytes: int = 2 * 1024  # TPMS_ATTEST of a quote
     max_signature_bytes: int = 1024  # TPMT_SIGNATURE

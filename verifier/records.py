@@ -7,6 +7,8 @@ store.
 
 from __future__ import annotations
 
+import datetime
+import enum
 from dataclasses import dataclass, field
 
 
@@ -23,6 +25,9 @@ class DeviceRecord:
     enrolled_at: float  # when the current AK became trusted (enrollment or approval)
     pending_ak_public: bytes = b""  # a new AK waiting for operator approval
     pending_ak_name: bytes = b""
+    profile: str = ""  # the golden profile operators bound it to ("" only for older records)
+    approved: bool = True  # False: enrolled under ``approve``, waiting for an operator
+    ek_intermediates: tuple[bytes, ...] = ()  # CA certificates (DER) the agent sent
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class EnrollmentChallenge:
     labels: dict[str, str]
     secret: bytes
     expires_at: float
+    ek_intermediates: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,3 +72,63 @@ class GoldenSetRecord:
     digest: str
     loaded_at: float
     files: dict[str, str]  # file name -> sha256 hex of its content
+
+
+class RevocationKind(enum.Enum):
+    DEVICE = "device"  # subject: a device id (decommissioned)
+    EK = "ek"  # subject: an EK fingerprint (denied: can never enroll again until undenied)
+    AK = "ak"  # subject: an AK name, hex
+    EK_CERTIFICATE = "ek_certificate"  # subject: a device id whose EK certificate a CRL revokes
+
+
+@dataclass(frozen=True)
+class RevocationRecord:
+    """One revocation: what, why, who and when; ``lifted_at`` set once it is lifted."""
+
+    kind: RevocationKind
+    subject: str
+    reason: str
+    actor: str
+    at: float
+    device_id: str = ""  # the device concerned, when known (an AK's, an EK's)
+    revocation_id: int = 0
+    lifted_at: float | None = None
+    lifted_by: str = ""
+    lifted_reason: str = ""
+
+    @property
+    def lifted(self) -> bool:
+        return self.lifted_at is not None
+
+    def describe(self) -> str:
+        when = datetime.datetime.fromtimestamp(self.at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{self.reason} (by {self.actor} at {when})"
+
+
+@dataclass(frozen=True)
+class InventoryEntry:
+    """A device operators listed ahead of time: its EK and the profile they assign.
+
+    ``key`` is ``ek:<64 hex digits>`` (the EK fingerprint) or ``cert:<serial hex>@<issuer>``
+    (the EK certificate's serial, upper-case hex as ``refusal.certificate_summary`` prints it,
+    and its RFC 4514 issuer). ``labels`` are informational only.
+    """
+
+    key: str
+    profile: str
+    labels: dict[str, str]
+    added_by: str
+    added_at: float
+
+
+@dataclass(frozen=True)
+class DeviceChange:
+    """A recorded operator change of a device (approval, profile), for the history."""
+
+    device_id: str
+    what: str  # "approved", "profile"
+    before: str
+    after: str
+    actor: str
+    at: float
+    reason: str = ""

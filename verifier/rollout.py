@@ -1,9 +1,10 @@
 """Rollout gating: may an update server ship ``target`` to a device now?
 
-Pure: the device's latest verdict (with its freshness), its golden profile and ``now`` in;
-allow or deny with every reason out. Deny, fail-closed, when:
+Pure: the device's latest verdict (with its currency, ``verifier.currency``: the one decision),
+its golden profile and ``now`` in; allow or deny with every reason out. Deny, fail-closed, when:
 - there is no verdict;
-- the verdict is expired or superseded (a later boot epoch, a revoked or retired release);
+- the verdict is not current: expired, superseded (a later boot epoch, a revoked or retired
+  release, a revoked device, EK or AK) or unknown;
 - it is older than ``max_age`` seconds (0: no extra bound);
 - it is not affirming;
 - the target release is unknown, revoked or retired;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from verifier.currency import Currency
 from verifier.golden.evaluate import retirement
 from verifier.golden.model import Profile
 from verifier.verdict import Freshness, Reason, Status, Verdict
@@ -34,31 +36,32 @@ def _deny(code: str, text: str, expected: str = "", actual: str = "", release: s
 
 def check_rollout(
     verdict: Verdict | None,
-    freshness: Freshness | None,
+    current: Currency | None,
     profile: Profile | None,
     target: str,
     max_age: float,
     now: float,
 ) -> RolloutDecision:
-    if verdict is None or freshness is None:
+    if verdict is None or current is None:
         return RolloutDecision(False, (_deny("no_verdict", "the device has no verdict"),))
-    reasons = list(_verdict_reasons(verdict, freshness, max_age, now))
+    reasons = list(_verdict_reasons(verdict, current, max_age, now))
     reasons.extend(_release_reasons(verdict, profile, target, now))
     return RolloutDecision(not reasons, tuple(reasons))
 
 
 def _verdict_reasons(
-    verdict: Verdict, freshness: Freshness, max_age: float, now: float
+    verdict: Verdict, current: Currency, max_age: float, now: float
 ) -> list[Reason]:
     reasons = []
-    if freshness is Freshness.EXPIRED:
+    if current.state is Freshness.EXPIRED:
         reasons.append(_deny("verdict_expired", "the latest verdict has expired (unknown)"))
-    elif freshness is Freshness.SUPERSEDED:
+    elif current.state is Freshness.SUPERSEDED:
         reasons.append(
-            _deny(
-                "verdict_superseded",
-                "the latest verdict was superseded (new boot epoch or retired release)",
-            )
+            _deny("verdict_superseded", f"the latest verdict was superseded: {current.why}")
+        )
+    elif current.state is Freshness.UNKNOWN:
+        reasons.append(
+            _deny("verdict_unknown", f"whether the latest verdict is current: {current.why}")
         )
     age = now - verdict.issued_at
     if max_age > 0 and age > max_age:

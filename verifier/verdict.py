@@ -2,7 +2,8 @@
 
 Names follow the IETF RATS attestation-result drafts: a verdict is ``affirming``, ``warning``
 or ``contraindicated``. A verdict carries every reason found, each machine readable. A verdict
-past ``expires_at`` means "unknown", never "trusted"; a later boot epoch supersedes it.
+past ``expires_at`` means "unknown", never "trusted"; whether a verdict is current is
+decided in one place, ``verifier.currency``.
 Times are POSIX seconds (float) everywhere in the core; the clock is passed in.
 """
 
@@ -30,6 +31,7 @@ class Freshness(enum.Enum):
     FRESH = "fresh"
     EXPIRED = "expired"
     SUPERSEDED = "superseded"
+    UNKNOWN = "unknown"  # the reader cannot know the golden set or the revocations
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,6 @@ class Verdict:
     verdict_id: str = ""
     sequence: int = 0
     extra: dict[str, str] = field(default_factory=dict, compare=False)
-
-    def freshness(self, now: float, current_epoch: BootEpoch | None = None) -> Freshness:
-        """Fresh only before ``expires_at`` and while no later boot epoch is known."""
-        if current_epoch is not None and current_epoch != self.boot_epoch:
-            return Freshness.SUPERSEDED
-        if now >= self.expires_at:
-            return Freshness.EXPIRED
-        return Freshness.FRESH
-
-    def is_trusted(self, now: float) -> bool:
-        return self.status is Status.AFFIRMING and self.freshness(now) is Freshness.FRESH
+    # Non-empty only on a stream event: this verdict stopped being current, and why. The
+    # event repeats the superseded verdict (same ``verdict_id``) under a new ``sequence``.
+    supersession: str = ""

@@ -7,6 +7,13 @@
     attest-verifier verdict show DEVICE --db DB [--history N] [--json]
     attest-verifier verdict check DEVICE --max-age 10m (--verifier ADDR [--jwks FILE] | --db DB)
     attest-verifier approve-ak DEVICE AK_NAME --db DB
+    attest-verifier inventory {add,remove,list,import} ... --db DB
+    attest-verifier approve-device DEVICE --profile P --db DB
+    attest-verifier device {set-profile,history} DEVICE ... --db DB
+    attest-verifier decommission DEVICE --reason R --db DB
+    attest-verifier ek {deny,undeny} FINGERPRINT --reason R --db DB
+    attest-verifier revoke-ak DEVICE AK_NAME --reason R --db DB
+    attest-verifier revocations --db DB
     attest-verifier keys export-jwks --keys DIR FILE | keys rotate --keys DIR [--overlap 2h]
     attest-verifier eventlog {show,replay,facts} FILE [--json]
     attest-verifier golden {lint,learn,explain,dry-run} ...
@@ -17,7 +24,8 @@ Commands that reach a running verifier take ``--verifier HOST:PORT --ca --cert -
 caller port, mutual TLS) or ``--verifier unix:PATH`` (the operator socket).
 
 One module per command group (``serve``, ``devices``, ``golden``, ``eventlog``, ``token``,
-``operator``); ``common`` holds what they share. No package below ``verifier.cli`` imports it.
+``operator``, ``lifecycle``); ``common`` holds what they share. No package below
+``verifier.cli`` imports it.
 DB is a SQLite file or a postgresql:// URL. DEVICE may be a unique prefix of a device id.
 Exit codes: 0 success, 1 a check failed, 2 the command could not run (see ``common``).
 """
@@ -28,7 +36,7 @@ import argparse
 from collections.abc import Sequence
 
 from verifier import config
-from verifier.cli import certs, devices, golden, operator, serve, token
+from verifier.cli import certs, devices, golden, lifecycle, operator, serve, token
 from verifier.cli import eventlog as eventlog_cli
 from verifier.cli.common import add_common_flags, configure_logging, run
 
@@ -56,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     golden_commands = golden.register(sub)
     operator.register(sub, golden_commands)
     certs.register(sub)
+    lifecycle.register(sub)
     config.add_config_option(parser)
     return parser
 

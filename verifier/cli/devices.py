@@ -1,11 +1,13 @@
 """``devices``, ``verdict show`` and ``approve-ak``: the fleet as the store records it.
 
-    attest-verifier devices --db DB [--json]
-    attest-verifier verdict show DEVICE --db DB [--history N] [--json]
+    attest-verifier devices --db DB [--golden DIR] [--json]
+    attest-verifier verdict show DEVICE --db DB [--golden DIR] [--history N] [--json]
     attest-verifier approve-ak DEVICE AK_NAME --db DB
 
 ``devices`` and ``verdict show`` open the store read-only (a missing database is an error, never
-a new empty one). DEVICE is a device id or a unique prefix of one (``verifier.store.
+a new empty one). Whether a verdict is current is ``verifier.currency``'s decision with the
+store's revocations and the golden set of ``--golden DIR``; without it, ``unknown``.
+DEVICE is a device id or a unique prefix of one (``verifier.store.
 resolve_device``, as every command and RPC). AK names are printed and taken in full.
 """
 
@@ -15,7 +17,10 @@ import argparse
 import sys
 import time
 
+from verifier import lifecycle
 from verifier.cli.common import Subparsers, iso, print_json, print_table, read_store, write_store
+from verifier.cli.judge import LocalJudge, add_golden_flag
+from verifier.currency import Currency, trusted
 from verifier.records import DeviceRecord
 from verifier.store import resolve_device
 from verifier.verdict import Freshness, Reason, Verdict
@@ -26,6 +31,7 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> Subparsers[argparse.Ar
     devices = sub.add_parser("devices", help="list enrolled devices and their latest verdicts")
     devices.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     devices.add_argument("--json", action="store_true", help="one JSON document")
+    add_golden_flag(devices)
     devices.set_defaults(func=cmd_devices)
 
     verdict = sub.add_parser("verdict", help="verdicts")
@@ -35,6 +41,7 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> Subparsers[argparse.Ar
     show.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     show.add_argument("--history", type=int, default=0, help="also show N earlier verdicts")
     show.add_argument("--json", action="store_true", help="one JSON document")
+    add_golden_flag(show)
     show.set_defaults(func=cmd_verdict_show)
 
     approve = sub.add_parser("approve-ak", help="approve a new AK for an enrolled EK")
@@ -46,22 +53,41 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> Subparsers[argparse.Ar
 
 
 def cmd_devices(ns: argparse.Namespace) -> int:
-    now = time.time()
     with read_store(ns.db) as store:
-        listed = [(d, store.latest_verdict(d.device_id)) for d in store.list_devices()]
+        judge = LocalJudge(store, ns.golden)
+        listed = []
+        for device in store.list_devices():
+            latest = store.latest_verdict(device.device_id)
+            current = judge.currency(latest, device, latest.boot_epoch) if latest else None
+            listed.append((device, latest, current))
     if ns.json:
-        print_json({"devices": [device_document(d, v, now) for d, v in listed]})
+        print_json(
+            {
+                "devices": [
+                    device_document(d, v, c, judge.revocations.revoked_identity(d.device_id))
+                    for d, v, c in listed
+                ]
+            }
+        )
         return 0
-    rows = [("DEVICE", "LABELS", "ENROLLED", "STATUS", "FRESHNESS", "RELEASE", "PENDING AK")]
-    for device, latest in listed:
+    header = "DEVICE PROFILE STATE LABELS ENROLLED STATUS FRESHNESS RELEASE PENDING_AK"
+    rows = [tuple(word.replace("_", " ") for word in header.split())]
+    for device, latest, current in listed:
         labels = ",".join(f"{k}={v}" for k, v in sorted(device.labels.items()))
+        state = (
+            "revoked"
+            if judge.revocations.revoked_identity(device.device_id)
+            else ("active" if device.approved else "waiting")
+        )
         rows.append(
             (
                 device.device_id,
+                device.profile or "-",
+                state,
                 labels,
                 str(device.enrollment_count),
                 latest.status.value if latest else "-",
-                latest.freshness(now).value if latest else "-",
+                current.state.value if current else "-",
                 (latest.release or "-") if latest else "-",
                 device.pending_ak_name.hex(),
             )
@@ -74,20 +100,23 @@ def cmd_verdict_show(ns: argparse.Namespace) -> int:
     if ns.history < 0:
         print("attest-verifier: --history must be 0 or more", file=sys.stderr)
         return 2
-    now = time.time()
     with read_store(ns.db) as store:
+        judge = LocalJudge(store, ns.golden)
         device_id = resolve_device(store, ns.device)
+        device = store.get_device(device_id)
         history = store.verdict_history(device_id, limit=1 + ns.history)
     if not history:
         print(f"attest-verifier: device {device_id} has no verdict", file=sys.stderr)
         return 1
+    epoch = history[0].boot_epoch
+    judged = [(v, judge.currency(v, device, epoch)) for v in history]
     if ns.json:
         print_json(
-            {"device_id": device_id, "verdicts": [verdict_document(v, now) for v in history]}
+            {"device_id": device_id, "verdicts": [verdict_document(v, c) for v, c in judged]}
         )
         return 0
-    for verdict in history:
-        print(format_verdict(verdict, now))
+    for verdict, current in judged:
+        print(format_verdict(verdict, current))
     return 0
 
 
@@ -99,7 +128,7 @@ def cmd_approve_ak(ns: argparse.Namespace) -> int:
         return 2
     with write_store(ns.db) as store:
         device_id = resolve_device(store, ns.device)
-        if not store.approve_pending_ak(device_id, name, time.time()):
+        if not lifecycle.approve_ak(store, device_id, name, time.time()):
             print(
                 f"attest-verifier: device {device_id} has no pending AK named {ns.ak_name}",
                 file=sys.stderr,
@@ -109,26 +138,32 @@ def cmd_approve_ak(ns: argparse.Namespace) -> int:
     return 0
 
 
-def device_document(device: DeviceRecord, latest: Verdict | None, now: float) -> dict[str, object]:
+def device_document(
+    device: DeviceRecord, latest: Verdict | None, current: Currency | None, revoked: str | None
+) -> dict[str, object]:
     return {
         "device_id": device.device_id,
+        "profile": device.profile or None,
+        "approved": device.approved,
+        "revoked": revoked,
         "labels": dict(sorted(device.labels.items())),
         "enrollment_count": device.enrollment_count,
         "enrolled_at": iso(device.enrolled_at),
         "ak_name": device.ak_name.hex(),
         "pending_ak_name": device.pending_ak_name.hex() or None,
-        "latest_verdict": verdict_document(latest, now) if latest else None,
+        "latest_verdict": verdict_document(latest, current) if latest and current else None,
     }
 
 
-def verdict_document(verdict: Verdict, now: float) -> dict[str, object]:
+def verdict_document(verdict: Verdict, current: Currency) -> dict[str, object]:
     return {
         "verdict_id": verdict.verdict_id,
         "sequence": verdict.sequence,
         "device_id": verdict.device_id,
         "status": verdict.status.value,
-        "freshness": verdict.freshness(now).value,
-        "trusted": verdict.is_trusted(now),
+        "freshness": current.state.value,
+        "currency_reason": current.why or None,
+        "trusted": trusted(verdict, current),
         "profile": verdict.profile,
         "release": verdict.release or None,
         "golden_digest": verdict.golden_digest,
@@ -159,13 +194,13 @@ def reason_document(reason: Reason) -> dict[str, object]:
     }
 
 
-def format_verdict(verdict: Verdict, now: float) -> str:
-    fresh = verdict.freshness(now)
-    trusted = "TRUSTED" if verdict.is_trusted(now) else "NOT TRUSTED"
+def format_verdict(verdict: Verdict, current: Currency) -> str:
+    fresh = current.state
+    verdict_word = "TRUSTED" if trusted(verdict, current) else "NOT TRUSTED"
     lines = [
         f"device      {verdict.device_id}",
         f"verdict     {verdict.verdict_id}  sequence {verdict.sequence}",
-        f"status      {verdict.status.value} ({fresh.value}; {trusted})",
+        f"status      {verdict.status.value} ({fresh.value}; {verdict_word})",
         f"profile     {verdict.profile}  release {verdict.release or '-'}",
         f"golden      {verdict.golden_digest}",
         f"boot epoch  reset {verdict.boot_epoch.reset_count}"
@@ -175,6 +210,8 @@ def format_verdict(verdict: Verdict, now: float) -> str:
         f"expires     {iso(verdict.expires_at)}"
         + ("  (expired: unknown, not trusted)" if fresh is Freshness.EXPIRED else ""),
     ]
+    if current.why:
+        lines.append(f"why         {current.why}")
     for reason in verdict.reasons:
         where = f" pcr {reason.pcr}" if reason.pcr is not None else ""
         where += f" event {reason.event_index}" if reason.event_index is not None else ""

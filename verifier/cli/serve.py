@@ -5,8 +5,14 @@ an invalid golden set and TLS files that cannot serve: the verifier never runs w
 policy. While serving: SIGHUP (or a file change) reloads the golden set, keeping the last
 valid one when the edit is broken, and the TLS files (new connections get the new
 certificate, established ones keep theirs; a pair that does not load keeps the last good one);
-expired nonces and challenges are purged and the signing key ring re-read every
-``PURGE_INTERVAL`` seconds; SIGTERM or SIGINT stops the server gracefully.
+every ``SWEEP_INTERVAL`` seconds the CRLs are re-read when a file changed and every verdict
+that stopped being current (a reload, a release past ``not_after``, a revocation made on
+another replica) gets its supersession event on the stream; expired nonces and challenges are
+purged and the signing key ring re-read every ``PURGE_INTERVAL`` seconds; SIGTERM or SIGINT
+stops the server gracefully.
+
+``--enrollment-policy`` defaults to ``approve``: a device the operators have not looked at never
+gets a verdict (fail closed), and unlike ``inventory`` it needs no list prepared ahead.
 
 Listeners (``verifier.service.server``): with ``--tls-cert``, ``--tls-key`` and
 ``--client-ca``, ``--listen`` is the agents' TLS port and ``--caller-listen`` (default: the
@@ -45,10 +51,14 @@ import grpc
 from verifier import __version__, errors, sdnotify
 from verifier.app import Verifier, VerifierSettings, open_trust
 from verifier.cli.common import Subparsers
+from verifier.cli.token import duration
+from verifier.enrollment.crl import STALE_POLICIES
 from verifier.enrollment.ekchain import TrustConfigError
+from verifier.enrollment.policy import EnrollmentPolicy
 from verifier.errors import AttestationError
 from verifier.golden.load import GoldenError
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden
 from verifier.service.server import Listen, Ports, build_server
 from verifier.store import open_store
@@ -59,6 +69,7 @@ from verifier.token import KeyRing
 log = logging.getLogger("attest-verifier")
 
 PURGE_INTERVAL = 30.0  # seconds between purges of expired nonces and challenges
+SWEEP_INTERVAL = 2.0  # seconds between looks for verdicts that stopped being current
 
 
 def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -152,6 +163,26 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         type=int,
         help="verdict streams in all, below --workers (default: half the workers, at least 2)",
     )
+    serve.add_argument(
+        "--enrollment-policy",
+        choices=[p.value for p in EnrollmentPolicy],
+        default=EnrollmentPolicy.APPROVE.value,
+        help="who binds a new device's profile: 'inventory' (listed ahead of time), 'approve' "
+        "(an operator approves each new device; the default) or 'open' (its labels, trust "
+        "on first use: labs and demos only)",
+    )
+    serve.add_argument(
+        "--token-ttl",
+        type=duration,
+        help="tokens live at most this long (e.g. 5m), however long the verdict does",
+    )
+    serve.add_argument(
+        "--crl-stale",
+        choices=STALE_POLICIES,
+        default="fail",
+        help="a CRL past its nextUpdate: 'fail' (the devices below it cannot enroll or "
+        "attest; the default) or 'warn'",
+    )
     serve.set_defaults(func=serve_command)
 
 
@@ -237,6 +268,11 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool, first: bool = True) -
     except (TrustConfigError, OSError, AttestationError) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
         return 2
+    try:
+        crls = LiveCrls.start(ns.ek_ca, trust)
+    except (TrustConfigError, OSError) as exc:
+        print(f"attest-verifier: {exc}", file=sys.stderr)
+        return 2
     store = open_store(ns.db)
     try:
         golden = LiveGolden.start(ns.golden, store, time.time)
@@ -247,8 +283,7 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool, first: bool = True) -
         store.close()
         return 2
     keyring = KeyRing.open(_keys_dir(ns), time.time())
-    settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer, limits=_limits(ns))
-    verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
+    verifier = Verifier(store, trust, allowlist, golden, keyring, _settings(ns), crls=crls)
     built = _build(ns, verifier, tls, reuse_port=reuse_port, first=first)
     if built is None:
         store.close()
@@ -327,6 +362,7 @@ def _serve_until_stopped(
         where += f", operators on unix:{ns.operator_socket}"
     log.info("verifier %s serving %s (db %s)", __version__, where, ns.db)
     sdnotify.ready(f"serving {where}")
+    verifier.watch(stop, interval=SWEEP_INTERVAL)
     next_purge = time.monotonic() + PURGE_INTERVAL
     while not stop.wait(1.0):
         sdnotify.watchdog()
@@ -334,7 +370,8 @@ def _serve_until_stopped(
             reload_requested.clear()
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
             sdnotify.reloading()
-            golden.reload()
+            if golden.reload().applied:
+                verifier.sweep()
             if tls is not None:
                 log.info("SIGHUP: reloading the TLS files before the next handshake")
                 tls.reload()
@@ -346,6 +383,23 @@ def _serve_until_stopped(
     log.info("shutting down")
     sdnotify.stopping()
     server.stop(grace=5).wait()
+
+
+def _settings(ns: argparse.Namespace) -> VerifierSettings:
+    policy = EnrollmentPolicy(ns.enrollment_policy)
+    if policy is EnrollmentPolicy.OPEN:
+        log.warning(
+            "enrollment policy 'open': any device with a trusted EK enrolls and its own labels "
+            "choose its golden profile; for labs and demos only"
+        )
+    return VerifierSettings(
+        nonce_ttl=ns.nonce_ttl,
+        issuer=ns.issuer,
+        limits=_limits(ns),
+        enrollment_policy=policy,
+        token_ttl=ns.token_ttl,
+        crl_stale=ns.crl_stale,
+    )
 
 
 def _keys_dir(ns: argparse.Namespace) -> Path:

@@ -2,18 +2,21 @@
 
     attest-verifier verdict check DEVICE --max-age 10m --verifier HOST:PORT --ca CA \
         --cert RP.pem --key RP.key [--jwks FILE]
-    attest-verifier verdict check DEVICE --max-age 10m --db DB
+    attest-verifier verdict check DEVICE --max-age 10m --db DB [--golden DIR]
     attest-verifier keys export-jwks --keys DIR FILE
     attest-verifier keys rotate --keys DIR --overlap 2h
 
-``verdict check`` exits 0 only for a fresh, affirming verdict no older than ``--max-age``, and
-prints why not otherwise (exit 1). Over gRPC (the caller port, mutual TLS with a
-relying-party certificate, or the operator socket) it asks for a token bound to a fresh
-relying-party nonce and verifies it offline: against the keys pinned with ``--jwks`` (the file
-``keys export-jwks`` writes), or, without ``--jwks``, the verifier's own JWKS fetched on the
-same connection, and only when that connection is TLS that authenticated the verifier against
-``--ca``. Anything else (the operator socket, whose server nothing authenticates) is refused
-before anything is fetched, exit 2: keys fetched from an unauthenticated peer prove nothing.
+``verdict check`` exits 0 only for a current (``verifier.currency``), affirming verdict no older
+than ``--max-age``, and prints why not otherwise (exit 1). On the store (``--db``) it decides
+with the store's revocations and the golden set of ``--golden DIR``; without ``--golden`` it
+cannot know whether the release was revoked and says so (exit 1). Over gRPC (the caller port,
+mutual TLS with a relying-party certificate, or the operator socket) it asks for a token bound
+to a fresh relying-party nonce and verifies it offline: against the keys pinned with ``--jwks``
+(the file ``keys export-jwks`` writes), or, without ``--jwks``, the verifier's own JWKS fetched
+on the same connection, and only when that connection is TLS that authenticated the verifier
+against ``--ca``. Anything else (the operator socket, whose server nothing authenticates) is
+refused before anything is fetched, exit 2: keys fetched from an unauthenticated peer prove
+nothing.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier.cli.common import UsageError, read_store
 from verifier.cli.connect import connect, error_text, is_authenticated_tls
+from verifier.cli.judge import LocalJudge, add_golden_flag
 from verifier.store import resolve_device
 from verifier.token.errors import TokenError
 from verifier.token.keys import KeyRing
 from verifier.token.verify import PinnedKeys, verify_token
-from verifier.verdict import Freshness, Status
+from verifier.verdict import Status
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -69,6 +73,7 @@ def register_verdict_check(
     check.add_argument(
         "--issuer", default="fleet-attest", help="expected iss (default %(default)s)"
     )
+    add_golden_flag(check)
     check.set_defaults(func=cmd_verdict_check)
 
 
@@ -119,14 +124,17 @@ def cmd_verdict_check(ns: argparse.Namespace) -> int:
 
 def _check_local(ns: argparse.Namespace) -> list[str]:
     with read_store(ns.db) as store:
+        judge = LocalJudge(store, ns.golden)
         ns.device = resolve_device(store, ns.device)
+        device = store.get_device(ns.device)
         verdict = store.latest_verdict(ns.device)
     if verdict is None:
         return ["no verdict for this device"]
-    now = time.time()
+    now = judge.now
+    current = judge.currency(verdict, device, verdict.boot_epoch)
     problems = []
-    if verdict.freshness(now) is not Freshness.FRESH:
-        problems.append(f"verdict is {verdict.freshness(now).value}")
+    if not current.current:
+        problems.append(f"verdict is {current.state.value}: {current.why}")
     if verdict.status is not Status.AFFIRMING:
         problems.append(f"verdict is {verdict.status.value}")
         problems += [f"{r.code}: {r.text}" for r in verdict.reasons]

@@ -60,7 +60,7 @@ from verifier.errors import UntrustedEndorsement
 
 MAX_PATH_CERTS = 5  # leaf, intermediates and anchor
 MAX_SIGNATURE_CHECKS = 32
-CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
+CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}  # CRLs are ``*.crl`` (verifier.enrollment.crl)
 HANDLED_EXTENSIONS = {
     "2.5.29.19",  # basicConstraints: checked on issuers
     "2.5.29.15",  # keyUsage: keyCertSign checked on issuers
@@ -239,6 +239,7 @@ class TrustStore:
 class EkChainResult:
     not_after: float  # POSIX seconds: the earliest notAfter on the path
     subjects: tuple[str, ...]  # EK certificate first, trust anchor last
+    path: tuple[Certificate, ...] = ()  # the certificates themselves, in the same order
 
 
 def validate_ek_certificate(
@@ -255,6 +256,7 @@ def validate_ek_certificate(
     return EkChainResult(
         not_after=min(cert.not_after for cert in path),
         subjects=tuple(cert.subject for cert in path),
+        path=path,
     )
 
 

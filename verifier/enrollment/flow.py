@@ -19,17 +19,21 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from verifier import errors
+from verifier.currency import Revocations
 from verifier.enrollment.credential import check_proof, make_credential, new_secret
+from verifier.enrollment.crl import CrlSet
 from verifier.enrollment.ekchain import Allowlist, TrustStore, validate_ek_certificate
 from verifier.enrollment.identity import device_id_for
+from verifier.enrollment.policy import EnrollmentPolicy, keys_for
 from verifier.enrollment.refusal import refusal_line
 from verifier.enrollment.tpmpublic import TpmPublic, check_ak, check_ek, parse_tpm2b_public
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.records import InventoryEntry
 from verifier.store.base import DeviceRecord, EnrollmentChallenge, Store
 
 log = logging.getLogger(__name__)
@@ -65,13 +69,24 @@ class Enrollment:
         clock: Callable[[], float],
         ttl: float = 120.0,
         limits: Limits = DEFAULT_LIMITS,
+        *,
+        policy: EnrollmentPolicy = EnrollmentPolicy.APPROVE,
+        crls: Callable[[], CrlSet] = CrlSet.empty,
+        crl_stale: str = "fail",
+        open_profile: Callable[[Mapping[str, str]], str] = lambda labels: "",
     ) -> None:
+        """``crls``: the live CRL set; ``open_profile``: the profile name the labels select
+        (used under ``open`` only)."""
         self.store = store
         self.trust = trust
         self.allowlist = allowlist
         self.clock = clock
         self.ttl = ttl
         self.limits = limits
+        self.policy = policy
+        self.crls = crls
+        self.crl_stale = crl_stale
+        self.open_profile = open_profile
 
     def start(
         self,
@@ -79,9 +94,17 @@ class Enrollment:
         ek_public: bytes,
         ak_public: bytes,
         labels: Mapping[str, str],
+        ek_intermediates: Sequence[bytes] = (),
     ) -> EnrollmentStart:
         limits = self.limits
         _check_size("EK certificate", ek_certificate, limits.max_ek_certificate_bytes)
+        if len(ek_intermediates) > limits.max_ek_intermediates:
+            raise errors.LimitExceeded(
+                f"{len(ek_intermediates)} EK intermediates; the limit is "
+                f"{limits.max_ek_intermediates}"
+            )
+        for cert in ek_intermediates:
+            _check_size("an EK intermediate", cert, limits.max_ek_certificate_bytes)
         _check_labels(labels, limits)
         now = self.clock()
         ek: TpmPublic | None = None
@@ -90,11 +113,13 @@ class Enrollment:
             check_ek(ek)
             ak = parse_tpm2b_public(ak_public, limits)
             check_ak(ak)
-            not_after = self._endorse(ek_certificate, ek, now)
+            not_after = self._endorse(ek_certificate, ek, now, ek_intermediates)
+            device_id = device_id_for(ek)
+            self._check_not_revoked(device_id, ak.name)
+            self._check_listed(device_id, ek, ek_certificate)
         except errors.EnrollmentRefused as exc:
             log.warning("%s", refusal_line(exc, ek, ek_certificate))
             raise
-        device_id = device_id_for(ek)
         secret = new_secret()
         blob, encrypted = make_credential(ek, ak.name, secret)
         challenge = EnrollmentChallenge(
@@ -108,6 +133,7 @@ class Enrollment:
             labels=dict(labels),
             secret=secret,
             expires_at=now + self.ttl,
+            ek_intermediates=tuple(ek_intermediates),
         )
         self.store.put_enrollment_challenge(challenge)
         log.info("enrollment started for %s (AK %s)", device_id, ak.name.hex())
@@ -115,14 +141,69 @@ class Enrollment:
             device_id, challenge.challenge_id, blob, encrypted, challenge.expires_at
         )
 
-    def _endorse(self, ek_certificate: bytes, ek: TpmPublic, now: float) -> float | None:
-        """The EK's trust: a certificate chain to a configured root, or the allowlist."""
+    def _endorse(
+        self, ek_certificate: bytes, ek: TpmPublic, now: float, intermediates: Sequence[bytes]
+    ) -> float | None:
+        """The EK's trust: a certificate chain to a configured root (none of its certificates
+        on a CRL), or the allowlist."""
         if ek_certificate:
-            return validate_ek_certificate(ek_certificate, ek, self.trust, now).not_after
+            chain = validate_ek_certificate(ek_certificate, ek, self.trust, now, intermediates)
+            for warning in self.crls().check(chain.path, now, self.crl_stale):
+                log.warning("enrollment of an EK: %s (--crl-stale warn)", warning)
+            return chain.not_after
         if self.allowlist.contains(ek):
             return None
         raise errors.UntrustedEndorsement(
             "the TPM sent no EK certificate and its EK is not on the operators' allowlist"
+        )
+
+    def _check_not_revoked(self, device_id: str, ak_name: bytes) -> None:
+        revocations = Revocations.from_records(self.store.revocations())
+        why = revocations.revoked_identity(device_id)
+        if why is None and ak_name.hex() in revocations.aks:
+            why = f"AK {ak_name.hex()} revoked: {revocations.aks[ak_name.hex()]}"
+        if why is not None:
+            raise errors.Revoked(f"device {device_id}: {why}")
+
+    def _inventory_entry(self, ek: TpmPublic, ek_certificate: bytes) -> InventoryEntry | None:
+        for key in keys_for(ek, ek_certificate):
+            entry = self.store.inventory_entry(key)
+            if entry is not None:
+                return entry
+        return None
+
+    def _check_listed(self, device_id: str, ek: TpmPublic, ek_certificate: bytes) -> None:
+        if self.policy is not EnrollmentPolicy.INVENTORY:
+            return
+        if self.store.get_device(device_id) is not None:
+            return  # already the operators': re-enrollment keeps its bound profile
+        if self._inventory_entry(ek, ek_certificate) is None:
+            raise errors.NotInInventory(
+                f"EK fingerprint {device_id.removeprefix('dev-')} is not in the inventory; an "
+                "operator lists it with 'attest-verifier inventory add --ek "
+                f"{device_id.removeprefix('dev-')} --profile PROFILE'"
+            )
+
+    def _new_device(self, challenge: EnrollmentChallenge, now: float) -> DeviceRecord:
+        """The record of a first enrollment, bound to the profile the policy gives."""
+        device = _device_from(challenge, now)
+        if self.policy is EnrollmentPolicy.OPEN:
+            return replace(device, profile=self.open_profile(challenge.labels))
+        if self.policy is EnrollmentPolicy.APPROVE:
+            return replace(device, approved=False)
+        ek = self._stored_ek(challenge)
+        entry = self._inventory_entry(ek, challenge.ek_certificate) if ek else None
+        if entry is None:
+            raise errors.NotInInventory(
+                f"EK fingerprint {challenge.device_id.removeprefix('dev-')} was removed from "
+                "the inventory during its enrollment"
+            )
+        return replace(device, profile=entry.profile)
+
+    def _waiting(self, device_id: str) -> errors.ApprovalRequired:
+        return errors.ApprovalRequired(
+            f"device {device_id} waits for an operator: 'attest-verifier approve-device "
+            f"{device_id} --profile PROFILE'"
         )
 
     def finish(self, challenge_id: str, proof: bytes) -> EnrollmentResult:
@@ -133,15 +214,24 @@ class Enrollment:
                 "unknown, expired or already used enrollment challenge; start enrollment again"
             )
         check_proof(challenge.secret, proof)
+        self._check_not_revoked(challenge.device_id, challenge.ak_name)
         device = self.store.get_device(challenge.device_id)
         if device is None:
-            self.store.insert_device(_device_from(challenge, now))
-            log.info("device %s enrolled", challenge.device_id)
+            record = self._new_device(challenge, now)
+            self.store.insert_device(record)
+            if not record.approved:
+                log.warning(
+                    "device %s enrolled and waits for approval (labels %s)",
+                    record.device_id,
+                    record.labels,
+                )
+                raise self._waiting(record.device_id)
+            log.info("device %s enrolled (profile %s)", record.device_id, record.profile or "-")
             return EnrollmentResult(challenge.device_id, EnrollmentOutcome.ENROLLED, 1)
         if device.ak_name == challenge.ak_name:
             if challenge.labels != device.labels:
-                # Labels select the golden profile: a device may not pick another one by
-                # re-enrolling. The labels of the first enrollment stay.
+                # Labels are the device's word only: they may not change what the operators
+                # recorded. The labels of the first enrollment stay.
                 log.warning(
                     "device %s re-enrolled with labels %s; keeping its enrolled labels %s",
                     challenge.device_id,
@@ -150,6 +240,8 @@ class Enrollment:
                 )
             count = self.store.bump_enrollment(challenge.device_id, device.labels)
             log.info("device %s re-enrolled (%d times)", challenge.device_id, count)
+            if not device.approved:
+                raise self._waiting(device.device_id)
             return EnrollmentResult(challenge.device_id, EnrollmentOutcome.REENROLLED, count)
         self.store.set_pending_ak(challenge.device_id, challenge.ak_public, challenge.ak_name)
         refusal = errors.ApprovalRequired(
@@ -193,6 +285,7 @@ def _device_from(challenge: EnrollmentChallenge, now: float) -> DeviceRecord:
         labels=challenge.labels,
         enrollment_count=1,
         enrolled_at=now,
+        ek_intermediates=challenge.ek_intermediates,
     )
 
 

@@ -19,6 +19,9 @@ from verifier import __version__, errors
 from verifier.app import Verifier
 from verifier.enrollment.flow import EnrollmentOutcome
 from verifier.golden.load import GoldenError, GoldenProblem
+from verifier.lifecycle import Revoked
+from verifier.records import RevocationRecord
+from verifier.service.authz import caller_of
 from verifier.service.convert import (
     STATUS_TO_PB,
     reason_to_pb,
@@ -80,6 +83,7 @@ class AgentService(pb_grpc.AgentServicer):
             ek_public=request.ek_public,
             ak_public=request.ak_public,
             labels=dict(request.labels),
+            ek_intermediates=list(request.ek_intermediates),
         )
         return pb.StartEnrollmentResponse(
             device_id=started.device_id,
@@ -119,7 +123,7 @@ class AgentService(pb_grpc.AgentServicer):
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         evidence = _evidence_from(request, self.v.settings.limits)
         verdict, token = self.v.attest(evidence, want_token=request.want_token)
-        return pb.AttestResponse(verdict=verdict_to_pb(verdict, self.v.freshness(verdict), token))
+        return pb.AttestResponse(verdict=verdict_to_pb(verdict, self.v.currency_of(verdict), token))
 
 
 class RelyingPartyService(pb_grpc.RelyingPartyServicer):
@@ -135,9 +139,9 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
         self, request: pb.GetVerdictRequest, context: grpc.ServicerContext
     ) -> pb.GetVerdictResponse:
         refuse_unknown_fields(request)
-        verdict, freshness = self.v.latest_verdict(request.device_id)
-        token = self.v.token_for(verdict, nonce=request.nonce or None)
-        return pb.GetVerdictResponse(verdict=verdict_to_pb(verdict, freshness, token))
+        verdict, current = self.v.latest_verdict(request.device_id)
+        token = self.v.token_for(verdict, nonce=request.nonce or None, current=current)
+        return pb.GetVerdictResponse(verdict=verdict_to_pb(verdict, current, token))
 
     @rpc
     def GetJwks(
@@ -160,16 +164,17 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
             allow=decision.allow, reasons=[reason_to_pb(r) for r in decision.reasons]
         )
         if verdict is not None:
-            response.verdict.CopyFrom(verdict_to_pb(verdict, self.v.freshness(verdict)))
+            response.verdict.CopyFrom(verdict_to_pb(verdict, self.v.currency_of(verdict)))
         return response
 
     def WatchVerdicts(
         self, request: pb.WatchVerdictsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Verdict]:
-        """Every verdict after ``after_sequence``, then new ones as they are stored.
+        """Every verdict after ``after_sequence``, then new ones as they are stored, and
+        every supersession event (``supersession`` set: a verdict stopped being current).
 
         Resumable: a client that reconnects with the last ``sequence`` it saw misses nothing,
-        whichever replica stored the verdicts (the store's sequence is the cursor).
+        whichever replica stored the verdicts or events (the store's sequence is the cursor).
         """
         try:
             refuse_unknown_fields(request)
@@ -179,7 +184,7 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
                 batch = self.v.verdicts_after(cursor, devices, request.profile)
                 for verdict in batch:
                     cursor = verdict.sequence
-                    yield verdict_to_pb(verdict, self.v.freshness(verdict))
+                    yield verdict_to_pb(verdict, self.v.currency_of(verdict))
                 if not batch:
                     self.v.wait_for_verdicts(WATCH_POLL_SECONDS)
         except Exception as exc:
@@ -202,6 +207,8 @@ class OperatorService(pb_grpc.OperatorServicer):
             golden_loaded_at=timestamp(live.loaded_at),
             golden_problems=[problem_to_pb(p) for p in self.v.golden.problems],
             devices=len(self.v.devices()),
+            enrollment_policy=self.v.settings.enrollment_policy.value,
+            crl_problems=self.v.crls.problems(self.v.clock()),
         )
 
     @rpc
@@ -210,9 +217,12 @@ class OperatorService(pb_grpc.OperatorServicer):
     ) -> pb.ListDevicesResponse:
         refuse_unknown_fields(request)
         out = []
+        revocations = self.v.revocations()
         for device in self.v.devices():
-            profile = self.v.golden.current().profile_set.profile_for(device.labels)
-            name = profile.name if profile else ""
+            name = device.profile
+            if not name:  # enrolled before profiles were bound: what the labels select
+                found = self.v.golden.current().profile_set.profile_for(device.labels)
+                name = found.name if found else ""
             if request.profile and request.profile != name:
                 continue
             msg = pb.Device(
@@ -221,10 +231,13 @@ class OperatorService(pb_grpc.OperatorServicer):
                 profile=name,
                 enrollment_count=device.enrollment_count,
                 pending_ak_name=device.pending_ak_name.hex(),
+                approved=device.approved,
+                revoked=revocations.revoked_identity(device.device_id) or "",
             )
             latest = self.v.store.latest_verdict(device.device_id)
             if latest is not None:
-                msg.latest_verdict.CopyFrom(verdict_to_pb(latest, self.v.freshness(latest)))
+                current = self.v.currency_of(latest, device, latest.boot_epoch)
+                msg.latest_verdict.CopyFrom(verdict_to_pb(latest, current))
             out.append(msg)
         return pb.ListDevicesResponse(devices=out)
 
@@ -242,6 +255,8 @@ class OperatorService(pb_grpc.OperatorServicer):
     ) -> pb.ReloadGoldenResponse:
         refuse_unknown_fields(request)
         result = self.v.golden.reload()
+        if result.applied:
+            self.v.sweep()  # supersede at once what the new set no longer accepts
         return pb.ReloadGoldenResponse(
             applied=result.applied,
             golden_digest=result.digest,
@@ -291,3 +306,85 @@ class OperatorService(pb_grpc.OperatorServicer):
                 for change in report.changes
             ],
         )
+
+    @rpc
+    def ApproveDevice(
+        self, request: pb.ApproveDeviceRequest, context: grpc.ServicerContext
+    ) -> pb.DeviceChangeResponse:
+        refuse_unknown_fields(request)
+        self.v.approve_device(
+            request.device_id, request.profile, str(caller_of(context)), request.reason
+        )
+        return pb.DeviceChangeResponse(device_id=request.device_id, profile=request.profile)
+
+    @rpc
+    def SetDeviceProfile(
+        self, request: pb.SetDeviceProfileRequest, context: grpc.ServicerContext
+    ) -> pb.DeviceChangeResponse:
+        refuse_unknown_fields(request)
+        self.v.set_device_profile(
+            request.device_id, request.profile, str(caller_of(context)), request.reason
+        )
+        return pb.DeviceChangeResponse(device_id=request.device_id, profile=request.profile)
+
+    @rpc
+    def DecommissionDevice(
+        self, request: pb.DecommissionDeviceRequest, context: grpc.ServicerContext
+    ) -> pb.RevocationResponse:
+        refuse_unknown_fields(request)
+        done = self.v.decommission(request.device_id, str(caller_of(context)), request.reason)
+        return _revoked_to_pb(done)
+
+    @rpc
+    def DenyEk(
+        self, request: pb.DenyEkRequest, context: grpc.ServicerContext
+    ) -> pb.RevocationResponse:
+        refuse_unknown_fields(request)
+        return _revoked_to_pb(
+            self.v.deny_ek(request.ek_fingerprint, str(caller_of(context)), request.reason)
+        )
+
+    @rpc
+    def UndenyEk(
+        self, request: pb.UndenyEkRequest, context: grpc.ServicerContext
+    ) -> pb.RevocationResponse:
+        refuse_unknown_fields(request)
+        if not self.v.undeny_ek(request.ek_fingerprint, str(caller_of(context)), request.reason):
+            raise errors.UnknownDevice(f"EK {request.ek_fingerprint} is not denied")
+        return pb.RevocationResponse()
+
+    @rpc
+    def RevokeAk(
+        self, request: pb.RevokeAkRequest, context: grpc.ServicerContext
+    ) -> pb.RevocationResponse:
+        refuse_unknown_fields(request)
+        done = self.v.revoke_ak(
+            request.device_id, request.ak_name, str(caller_of(context)), request.reason
+        )
+        return _revoked_to_pb(done)
+
+    @rpc
+    def ListRevocations(
+        self, request: pb.ListRevocationsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRevocationsResponse:
+        refuse_unknown_fields(request)
+        return pb.ListRevocationsResponse(
+            revocations=[revocation_to_pb(r) for r in self.v.store.revocations()]
+        )
+
+
+def revocation_to_pb(record: RevocationRecord) -> pb.Revocation:
+    return pb.Revocation(
+        kind=record.kind.value,
+        subject=record.subject,
+        device_id=record.device_id,
+        reason=record.reason,
+        actor=record.actor,
+        at=timestamp(record.at),
+    )
+
+
+def _revoked_to_pb(done: Revoked) -> pb.RevocationResponse:
+    return pb.RevocationResponse(
+        revocation=revocation_to_pb(done.record), superseded=done.superseded
+    )

@@ -71,6 +71,13 @@ POLICY: Mapping[str, frozenset[Role]] = {
     _m("Operator", "ReloadGolden"): OPERATORS,
     _m("Operator", "ExplainDevice"): OPERATORS,
     _m("Operator", "DryRunGolden"): OPERATORS,
+    _m("Operator", "ApproveDevice"): OPERATORS,
+    _m("Operator", "SetDeviceProfile"): OPERATORS,
+    _m("Operator", "DecommissionDevice"): OPERATORS,
+    _m("Operator", "DenyEk"): OPERATORS,
+    _m("Operator", "UndenyEk"): OPERATORS,
+    _m("Operator", "RevokeAk"): OPERATORS,
+    _m("Operator", "ListRevocations"): OPERATORS,
 }
 
 

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from fleetattest.v1 import fleetattest_pb2 as pb
 from verifier import errors
+from verifier.currency import Currency
 from verifier.evidence import Evidence
 from verifier.limits import Limits
 from verifier.verdict import Freshness, Reason, Status, Verdict
@@ -27,6 +28,7 @@ FRESHNESS_TO_PB = {
     Freshness.FRESH: pb.FRESHNESS_FRESH,
     Freshness.EXPIRED: pb.FRESHNESS_EXPIRED,
     Freshness.SUPERSEDED: pb.FRESHNESS_SUPERSEDED,
+    Freshness.UNKNOWN: pb.FRESHNESS_UNKNOWN,
 }
 
 
@@ -104,7 +106,9 @@ def reason_from_pb(msg: pb.Reason) -> Reason:
     )
 
 
-def verdict_to_pb(verdict: Verdict, freshness: Freshness, token: str = "") -> pb.Verdict:
+def verdict_to_pb(verdict: Verdict, current: Currency, token: str = "") -> pb.Verdict:
+    """The verdict as served, with its currency (``verifier.currency``); a stream event of
+    supersession is marked ``supersession``."""
     return pb.Verdict(
         verdict_id=verdict.verdict_id,
         device_id=verdict.device_id,
@@ -119,8 +123,10 @@ def verdict_to_pb(verdict: Verdict, freshness: Freshness, token: str = "") -> pb
         ),
         issued_at=timestamp(verdict.issued_at),
         expires_at=timestamp(verdict.expires_at),
-        freshness=FRESHNESS_TO_PB[freshness],
+        freshness=FRESHNESS_TO_PB[current.state],
         firmware_version=verdict.firmware_version,
         token=token,
         sequence=verdict.sequence,
+        currency_reason=current.why,
+        supersession=bool(verdict.supersession),
     )

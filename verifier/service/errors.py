@@ -21,6 +21,7 @@ _CODES: tuple[tuple[type[errors.AttestationError], grpc.StatusCode], ...] = (
     (errors.MalformedEvidence, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.UnknownDevice, grpc.StatusCode.NOT_FOUND),
     (errors.AmbiguousDevice, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.Revoked, grpc.StatusCode.PERMISSION_DENIED),
     (errors.ApprovalRequired, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.EnrollmentRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ActivationFailed, grpc.StatusCode.PERMISSION_DENIED),

@@ -79,6 +79,13 @@ def encode_str_list(values: Iterable[str]) -> str:
     return json.dumps([str(value) for value in values], separators=_COMPACT)
 
 
+def decode_str_list(text: object, column: str) -> list[str]:
+    data = _loads(text, column)
+    if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
+        raise _damaged(column, "not a JSON array of strings")
+    return data
+
+
 # ------------------------------------------------------------------ PCR selections and values
 
 

@@ -101,6 +101,48 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX golden_sets_by_digest ON golden_sets (digest, id)",
     ),
+    (  # 2: operator-owned devices: bound profiles, approval, revocations, supersession events
+        "ALTER TABLE devices ADD COLUMN profile TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE devices ADD COLUMN approved BOOLEAN NOT NULL DEFAULT TRUE",
+        # the CA certificates the agent sent with its EK certificate (JSON list of hex DER)
+        "ALTER TABLE devices ADD COLUMN ek_intermediates TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE enrollment_challenges ADD COLUMN ek_intermediates TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE verdicts ADD COLUMN supersession TEXT NOT NULL DEFAULT ''",
+        "CREATE UNIQUE INDEX verdicts_superseded_once ON verdicts (verdict_id)"
+        " WHERE supersession != ''",
+        """CREATE TABLE revocations (
+            revocation_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('device', 'ek', 'ak', 'ek_certificate')),
+            subject TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            lifted_at DOUBLE PRECISION,
+            lifted_by TEXT NOT NULL DEFAULT '',
+            lifted_reason TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE UNIQUE INDEX revocations_standing ON revocations (kind, subject)"
+        " WHERE lifted_at IS NULL",
+        """CREATE TABLE inventory (
+            key TEXT PRIMARY KEY,
+            profile TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            added_by TEXT NOT NULL,
+            added_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE device_changes (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            device_id TEXT NOT NULL REFERENCES devices (device_id),
+            what TEXT NOT NULL,
+            before TEXT NOT NULL,
+            after TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+        "CREATE INDEX device_changes_by_device ON device_changes (device_id, id)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -58,6 +58,8 @@ _STATEMENTS = dialect(
         f"SELECT {marks(VERDICT_PARAMS)}"
         f" FROM (SELECT pg_advisory_xact_lock({VERDICT_LOCK:d})) AS sequence_order"
     ),
+    true="TRUE",
+    false="FALSE",
 )
 
 

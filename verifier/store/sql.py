@@ -52,14 +52,18 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from verifier.errors import LimitExceeded, StoreUnavailable, UnknownDevice
 from verifier.limits import Limits
-from verifier.store import codec
-from verifier.store.base import (
+from verifier.records import (
+    DeviceChange,
     DeviceRecord,
     EnrollmentChallenge,
     GoldenSetRecord,
+    InventoryEntry,
     IssuedNonce,
+    RevocationKind,
+    RevocationRecord,
     StoredEvidence,
 )
+from verifier.store import codec
 from verifier.verdict import BootEpoch, Verdict
 
 Row = tuple[Any, ...]
@@ -76,23 +80,30 @@ Conn = TypeVar("Conn", bound=_Connection)
 
 _DEVICE_COLUMNS = (
     "device_id, ek_public, ek_certificate, ek_not_after, ak_public, ak_name, labels,"
-    " enrollment_count, enrolled_at, pending_ak_public, pending_ak_name"
+    " enrollment_count, enrolled_at, pending_ak_public, pending_ak_name, profile, approved,"
+    " ek_intermediates"
 )
 _CHALLENGE_COLUMNS = (
     "challenge_id, device_id, ek_public, ek_certificate, ek_not_after, ak_public, ak_name,"
-    " labels, secret, expires_at"
+    " labels, secret, expires_at, ek_intermediates"
 )
 _VERDICT_COLUMNS = (
     "sequence, verdict_id, device_id, status, reasons, profile, release_name, golden_digest,"
-    " reset_count, restart_count, issued_at, expires_at, firmware_version, clock, safe, extra"
+    " reset_count, restart_count, issued_at, expires_at, firmware_version, clock, safe, extra,"
+    " supersession"
 )
 _INSERT_VERDICT = (
     "INSERT INTO verdicts (verdict_id, device_id, status, reasons, profile, release_name,"
     " golden_digest, reset_count, restart_count, issued_at, expires_at, firmware_version,"
-    " clock, safe, extra) {rows} RETURNING sequence"
+    " clock, safe, extra, supersession) {rows}"
 )
-VERDICT_PARAMS = 15  # parameters of the verdict insert, in the order above
+VERDICT_PARAMS = 16  # parameters of the verdict insert, in the order above
 _AFTER = f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE sequence > ?"
+_REVOCATION_COLUMNS = (
+    "revocation_id, kind, subject, device_id, reason, actor, at, lifted_at, lifted_by,"
+    " lifted_reason"
+)
+_CHANGE_COLUMNS = "device_id, what, before, after, actor, at, reason"
 _OF_PROFILE = " AND profile = ?"
 _IN_ORDER = " ORDER BY sequence LIMIT ?"
 _EVIDENCE_JOIN = (
@@ -122,7 +133,9 @@ class Statements:
     insert_nonce: str
     consume_nonce: str
     insert_verdict: str
+    insert_supersession: str
     device_verdicts: str
+    latest_unsuperseded: str
     verdicts_after: dict[tuple[bool, bool], str]  # by (device ids given, profile given)
     put_evidence_log: str
     put_evidence: str
@@ -133,14 +146,34 @@ class Statements:
     purge_nonces: str
     purge_challenges: str
     purge_logs: str
+    insert_revocation: str
+    lift_revocation: str
+    revocations: str
+    all_revocations: str
+    put_inventory: str
+    remove_inventory: str
+    inventory: str
+    inventory_entry: str
+    set_profile: str
+    approve_device: str
+    insert_change: str
+    device_changes: str
 
 
-def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: str) -> Statements:
+def dialect(
+    placeholder: str,
+    empty_blob: str,
+    in_devices: str,
+    verdict_rows: str,
+    true: str = "1",
+    false: str = "0",
+) -> Statements:
     """The statements with ``placeholder`` for ``?``.
 
     ``empty_blob`` is the literal of an empty blob, ``in_devices`` the condition "device_id is
     in the list given as one parameter" (``AND ...``), ``verdict_rows`` the row source of the
-    verdict insert (``VALUES (...)`` or a ``SELECT``) taking ``VERDICT_PARAMS`` parameters.
+    verdict insert (``VALUES (...)`` or a ``SELECT``) taking ``VERDICT_PARAMS`` parameters;
+    ``true`` and ``false`` the boolean literals.
     """
 
     def q(sql: str) -> str:
@@ -153,7 +186,7 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
             "SELECT device_id FROM devices WHERE substr(device_id, 1, ?) = ?"
             " ORDER BY device_id LIMIT ?"
         ),
-        insert_device=q(f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({marks(11)})"),
+        insert_device=q(f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({marks(14)})"),
         bump_enrollment=q(
             "UPDATE devices SET enrollment_count = enrollment_count + 1, labels = ?"
             " WHERE device_id = ? RETURNING enrollment_count"
@@ -170,7 +203,7 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
             " RETURNING device_id"
         ),
         insert_challenge=q(
-            f"INSERT INTO enrollment_challenges ({_CHALLENGE_COLUMNS}) VALUES ({marks(10)})"
+            f"INSERT INTO enrollment_challenges ({_CHALLENGE_COLUMNS}) VALUES ({marks(11)})"
         ),
         take_challenge=q(
             "DELETE FROM enrollment_challenges WHERE challenge_id = ? AND expires_at > ?"
@@ -184,10 +217,21 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
             "DELETE FROM nonces WHERE nonce = ? AND device_id = ? AND expires_at > ?"
             " RETURNING bank, pcrs, profile, expires_at"
         ),
-        insert_verdict=q(_INSERT_VERDICT.format(rows=verdict_rows)),
+        insert_verdict=q(_INSERT_VERDICT.format(rows=verdict_rows) + " RETURNING sequence"),
+        insert_supersession=q(
+            _INSERT_VERDICT.format(rows=verdict_rows) + " ON CONFLICT DO NOTHING RETURNING sequence"
+        ),
         device_verdicts=q(
-            f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE device_id = ?"
+            f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE device_id = ? AND supersession = ''"
             " ORDER BY sequence DESC LIMIT ?"
+        ),
+        latest_unsuperseded=(
+            f"SELECT {_VERDICT_COLUMNS} FROM verdicts AS v WHERE supersession = ''"
+            " AND sequence = (SELECT max(sequence) FROM verdicts AS w"
+            " WHERE w.device_id = v.device_id AND w.supersession = '')"
+            " AND NOT EXISTS (SELECT 1 FROM verdicts AS s WHERE s.supersession != ''"
+            " AND s.verdict_id = v.verdict_id)"
+            " ORDER BY device_id"
         ),
         verdicts_after={
             (False, False): q(_AFTER + _IN_ORDER),
@@ -218,6 +262,39 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
         purge_logs=(
             "DELETE FROM evidence_logs WHERE NOT EXISTS"
             " (SELECT 1 FROM evidence WHERE evidence.log_digest = evidence_logs.digest)"
+        ),
+        insert_revocation=q(
+            "INSERT INTO revocations (kind, subject, device_id, reason, actor, at)"
+            f" VALUES ({marks(6)}) ON CONFLICT DO NOTHING RETURNING revocation_id"
+        ),
+        lift_revocation=q(
+            "UPDATE revocations SET lifted_at = ?, lifted_by = ?, lifted_reason = ?"
+            " WHERE kind = ? AND subject = ? AND lifted_at IS NULL RETURNING revocation_id"
+        ),
+        revocations=(
+            f"SELECT {_REVOCATION_COLUMNS} FROM revocations WHERE lifted_at IS NULL"
+            " ORDER BY revocation_id"
+        ),
+        all_revocations=f"SELECT {_REVOCATION_COLUMNS} FROM revocations ORDER BY revocation_id",
+        put_inventory=q(
+            f"INSERT INTO inventory (key, profile, labels, added_by, added_at) VALUES ({marks(5)})"
+            " ON CONFLICT (key) DO UPDATE SET profile = excluded.profile,"
+            " labels = excluded.labels, added_by = excluded.added_by,"
+            " added_at = excluded.added_at"
+        ),
+        remove_inventory=q("DELETE FROM inventory WHERE key = ? RETURNING key"),
+        inventory="SELECT key, profile, labels, added_by, added_at FROM inventory ORDER BY key",
+        inventory_entry=q(
+            "SELECT key, profile, labels, added_by, added_at FROM inventory WHERE key = ?"
+        ),
+        set_profile=q("UPDATE devices SET profile = ? WHERE device_id = ?"),
+        approve_device=q(
+            f"UPDATE devices SET profile = ?, approved = {true} WHERE device_id = ?"
+            f" AND approved = {false}"
+        ),
+        insert_change=q(f"INSERT INTO device_changes ({_CHANGE_COLUMNS}) VALUES ({marks(7)})"),
+        device_changes=q(
+            f"SELECT {_CHANGE_COLUMNS} FROM device_changes WHERE device_id = ? ORDER BY id"
         ),
     )
 
@@ -371,6 +448,9 @@ class SqlStore(ABC, Generic[Conn]):
                 device.enrolled_at,
                 device.pending_ak_public,
                 device.pending_ak_name,
+                device.profile,
+                device.approved,
+                _encode_certs(device.ek_intermediates),
             ),
         )
 
@@ -405,6 +485,7 @@ class SqlStore(ABC, Generic[Conn]):
                 codec.encode_str_map(challenge.labels),
                 challenge.secret,
                 challenge.expires_at,
+                _encode_certs(challenge.ek_intermediates),
             ),
         )
 
@@ -443,28 +524,25 @@ class SqlStore(ABC, Generic[Conn]):
 
     def add_verdict(self, verdict: Verdict) -> Verdict:
         verdict_id = secrets.token_hex(16)
+        params = _verdict_params(replace(verdict, verdict_id=verdict_id, supersession=""))
+        rows = self._write("store verdict", self.statements.insert_verdict, params)
+        return replace(verdict, verdict_id=verdict_id, sequence=int(rows[0][0]), supersession="")
+
+    def add_supersession(self, verdict: Verdict, why: str) -> Verdict | None:
+        """The stream event "``verdict`` stopped being current because ``why``": a row in the
+        verdict sequence repeating the verdict; None when it was already superseded."""
+        if not why:
+            raise ValueError("a supersession needs its reason")
+        event = replace(verdict, supersession=why)
         rows = self._write(
-            "store verdict",
-            self.statements.insert_verdict,
-            (
-                verdict_id,
-                verdict.device_id,
-                verdict.status.value,
-                codec.encode_reasons(verdict.reasons),
-                verdict.profile,
-                verdict.release,
-                verdict.golden_digest,
-                verdict.boot_epoch.reset_count,
-                verdict.boot_epoch.restart_count,
-                verdict.issued_at,
-                verdict.expires_at,
-                codec.to_i64(verdict.firmware_version, "firmware version"),
-                codec.to_i64(verdict.clock, "TPM clock"),
-                verdict.safe,  # a bool: SQLite stores 0 or 1, PostgreSQL a BOOLEAN
-                codec.encode_str_map(verdict.extra),
-            ),
+            "store supersession", self.statements.insert_supersession, _verdict_params(event)
         )
-        return replace(verdict, verdict_id=verdict_id, sequence=int(rows[0][0]))
+        return replace(event, sequence=int(rows[0][0])) if rows else None
+
+    def latest_unsuperseded_verdicts(self) -> Sequence[Verdict]:
+        """Each device's latest verdict, unless a supersession event for it is stored."""
+        rows = self._read("current verdicts", self.statements.latest_unsuperseded, ())
+        return [_verdict(row) for row in rows]
 
     def latest_verdict(self, device_id: str) -> Verdict | None:
         rows = self._read("latest verdict", self.statements.device_verdicts, (device_id, 1))
@@ -533,6 +611,94 @@ class SqlStore(ABC, Generic[Conn]):
         found, loaded_at, files = rows[0]
         return GoldenSetRecord(found, loaded_at, codec.decode_str_map(files, "golden files"))
 
+    # -------------------------------------------------------------- revocations
+
+    def add_revocation(self, record: RevocationRecord) -> RevocationRecord | None:
+        """Record a revocation; None when the same subject is already revoked (standing)."""
+        rows = self._write(
+            "record revocation",
+            self.statements.insert_revocation,
+            (
+                record.kind.value,
+                record.subject,
+                record.device_id,
+                record.reason,
+                record.actor,
+                record.at,
+            ),
+        )
+        return replace(record, revocation_id=int(rows[0][0])) if rows else None
+
+    def lift_revocation(
+        self, kind: RevocationKind, subject: str, actor: str, reason: str, now: float
+    ) -> bool:
+        params = (now, actor, reason, kind.value, subject)
+        return bool(self._write("lift revocation", self.statements.lift_revocation, params))
+
+    def revocations(self, *, include_lifted: bool = False) -> Sequence[RevocationRecord]:
+        sql = self.statements.all_revocations if include_lifted else self.statements.revocations
+        return [_revocation(row) for row in self._read("revocations", sql, ())]
+
+    # -------------------------------------------------------------- inventory
+
+    def put_inventory(self, entry: InventoryEntry) -> None:
+        self._write(
+            "list device in inventory",
+            self.statements.put_inventory,
+            (
+                entry.key,
+                entry.profile,
+                codec.encode_str_map(entry.labels),
+                entry.added_by,
+                entry.added_at,
+            ),
+        )
+
+    def remove_inventory(self, key: str) -> bool:
+        return bool(self._write("remove inventory entry", self.statements.remove_inventory, (key,)))
+
+    def inventory(self) -> Sequence[InventoryEntry]:
+        return [_inventory(row) for row in self._read("inventory", self.statements.inventory, ())]
+
+    def inventory_entry(self, key: str) -> InventoryEntry | None:
+        rows = self._read("inventory entry", self.statements.inventory_entry, (key,))
+        return _inventory(rows[0]) if rows else None
+
+    # -------------------------------------------------------------- operator changes
+
+    def set_device_profile(self, change: DeviceChange) -> bool:
+        """Bind the device to ``change.after`` and record the change, in one transaction."""
+        counts = self._transaction(
+            "set device profile",
+            [
+                (self.statements.set_profile, (change.after, change.device_id)),
+                (self.statements.insert_change, _change_params(change)),
+            ],
+        )
+        return counts[0] == 1
+
+    def approve_device(self, change: DeviceChange) -> bool:
+        """Approve a waiting device with profile ``change.after``; False when none waits.
+
+        Two operators approving the same device at once may both be recorded; the device is
+        bound to the profile of the first (the UPDATE only matches a waiting device).
+        """
+        device = self.get_device(change.device_id)
+        if device is None or device.approved:
+            return False
+        counts = self._transaction(
+            "approve device",
+            [
+                (self.statements.approve_device, (change.after, change.device_id)),
+                (self.statements.insert_change, _change_params(change)),
+            ],
+        )
+        return counts[0] == 1
+
+    def device_changes(self, device_id: str) -> Sequence[DeviceChange]:
+        rows = self._read("device changes", self.statements.device_changes, (device_id,))
+        return [DeviceChange(*row) for row in rows]
+
     def purge_expired(self, now: float) -> int:
         """Drop expired nonces and challenges (counted) and event logs no evidence refers to."""
         nonces, challenges, _ = self._transaction(
@@ -562,6 +728,9 @@ def _device(row: Row) -> DeviceRecord:
         enrolled_at=row[8],
         pending_ak_public=bytes(row[9]),
         pending_ak_name=bytes(row[10]),
+        profile=row[11],
+        approved=bool(row[12]),
+        ek_intermediates=_decode_certs(row[13], "device EK intermediates"),
     )
 
 
@@ -577,6 +746,7 @@ def _challenge(row: Row) -> EnrollmentChallenge:
         labels=codec.decode_str_map(row[7], "challenge labels"),
         secret=bytes(row[8]),
         expires_at=row[9],
+        ek_intermediates=_decode_certs(row[10], "challenge EK intermediates"),
     )
 
 
@@ -597,6 +767,80 @@ def _verdict(row: Row) -> Verdict:
         clock=codec.from_i64(row[13]),
         safe=bool(row[14]),
         extra=codec.decode_str_map(row[15], "verdict extra"),
+        supersession=row[16],
+    )
+
+
+def _verdict_params(verdict: Verdict) -> Params:
+    return (
+        verdict.verdict_id,
+        verdict.device_id,
+        verdict.status.value,
+        codec.encode_reasons(verdict.reasons),
+        verdict.profile,
+        verdict.release,
+        verdict.golden_digest,
+        verdict.boot_epoch.reset_count,
+        verdict.boot_epoch.restart_count,
+        verdict.issued_at,
+        verdict.expires_at,
+        codec.to_i64(verdict.firmware_version, "firmware version"),
+        codec.to_i64(verdict.clock, "TPM clock"),
+        verdict.safe,  # a bool: SQLite stores 0 or 1, PostgreSQL a BOOLEAN
+        codec.encode_str_map(verdict.extra),
+        verdict.supersession,
+    )
+
+
+def _encode_certs(certs: Sequence[bytes]) -> str:
+    return codec.encode_str_list([cert.hex() for cert in certs])
+
+
+def _decode_certs(text: str, what: str) -> tuple[bytes, ...]:
+    try:
+        return tuple(bytes.fromhex(item) for item in codec.decode_str_list(text, what))
+    except ValueError as exc:
+        raise StoreUnavailable(f"store: damaged {what}") from exc
+
+
+def _revocation(row: Row) -> RevocationRecord:
+    try:
+        kind = RevocationKind(row[1])
+    except ValueError as exc:
+        raise StoreUnavailable(f"store: damaged revocation row (kind {row[1]!r})") from exc
+    return RevocationRecord(
+        revocation_id=int(row[0]),
+        kind=kind,
+        subject=row[2],
+        device_id=row[3],
+        reason=row[4],
+        actor=row[5],
+        at=row[6],
+        lifted_at=row[7],
+        lifted_by=row[8],
+        lifted_reason=row[9],
+    )
+
+
+def _inventory(row: Row) -> InventoryEntry:
+    return InventoryEntry(
+        key=row[0],
+        profile=row[1],
+        labels=codec.decode_str_map(row[2], "inventory labels"),
+        added_by=row[3],
+        added_at=row[4],
+    )
+
+
+def _change_params(change: DeviceChange) -> Params:
+    return (
+        change.device_id,
+        change.what,
+        change.before,
+        change.after,
+        change.actor,
+        change.at,
+        change.reason,
     )
 
 

@@ -30,7 +30,8 @@ appraisal policy is the golden release the boot was judged against, identified a
 list is never empty and its identifiers are unique.
 
 ``exp`` is the earliest of the verdict's ``expires_at`` (appraisal time + the profile's verdict
-lifetime), the release's ``not_after`` and the EK certificate's notAfter; no token is issued
+lifetime), the release's ``not_after``, the EK certificate's notAfter and, when the verifier
+runs with ``--token-ttl``, signing time + that lifetime; no token is issued
 once that moment has passed (``TokenExpired``).
 
 Trustworthiness vector: every reason whose severity is not affirming lowers the claims its code
@@ -156,11 +157,15 @@ def token_status(verdict: Verdict, vector: dict[str, int]) -> Status:
 
 
 def token_expiry(
-    verdict: Verdict, release_not_after: float | None, ek_not_after: float | None
+    verdict: Verdict,
+    release_not_after: float | None,
+    ek_not_after: float | None,
+    not_after: float | None = None,
 ) -> int:
-    """``exp``: the earliest of the verdict's expiry, the release's and the EK's not-after."""
+    """``exp``: the earliest of the verdict's expiry, the release's and the EK's not-after
+    and the verifier's own bound on token lifetime (``not_after``: now + ``--token-ttl``)."""
     bounds = [verdict.expires_at]
-    bounds += [b for b in (release_not_after, ek_not_after) if b is not None]
+    bounds += [b for b in (release_not_after, ek_not_after, not_after) if b is not None]
     return math.floor(min(bounds))
 
 
@@ -226,12 +231,13 @@ def build_claims(
     nonce: bytes | None = None,
     audience: str | None = None,
     jti: str | None = None,
+    not_after: float | None = None,
 ) -> dict[str, object]:
     """The EAR claims set of ``verdict`` as signed at ``now`` (see the module docstring)."""
     if not verdict.device_id or not issuer:
         raise MalformedEvidence("a verdict token needs a device id and an issuer")
     iat = math.floor(now)
-    exp = token_expiry(verdict, release_not_after, ek_not_after)
+    exp = token_expiry(verdict, release_not_after, ek_not_after, not_after)
     if exp <= now:
         raise TokenExpired(
             f"verdict for {verdict.device_id} is no longer valid (bound {exp} <= now {iat}): "
@@ -276,8 +282,10 @@ def issue_token(
     ek_not_after: float | None,
     nonce: bytes | None = None,
     audience: str | None = None,
+    not_after: float | None = None,
 ) -> str:
-    """Sign ``verdict`` as a compact ES256 JWS of its EAR claims, with ``key``'s ``kid``."""
+    """Sign ``verdict`` as a compact ES256 JWS of its EAR claims, with ``key``'s ``kid``;
+    ``not_after`` bounds ``exp`` further (the verifier's ``--token-ttl``)."""
     claims = build_claims(
         verdict,
         issuer=issuer,
@@ -286,5 +294,6 @@ def issue_token(
         ek_not_after=ek_not_after,
         nonce=nonce,
         audience=audience,
+        not_after=not_after,
     )
     return sign_es256(key.private_key, key.kid, json_bytes(claims))

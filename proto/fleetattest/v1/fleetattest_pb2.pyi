@@ -29,6 +29,7 @@ class Freshness(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FRESHNESS_FRESH: _ClassVar[Freshness]
     FRESHNESS_EXPIRED: _ClassVar[Freshness]
     FRESHNESS_SUPERSEDED: _ClassVar[Freshness]
+    FRESHNESS_UNKNOWN: _ClassVar[Freshness]
 ENROLLMENT_OUTCOME_UNSPECIFIED: EnrollmentOutcome
 ENROLLMENT_OUTCOME_ENROLLED: EnrollmentOutcome
 ENROLLMENT_OUTCOME_REENROLLED: EnrollmentOutcome
@@ -40,9 +41,10 @@ FRESHNESS_UNSPECIFIED: Freshness
 FRESHNESS_FRESH: Freshness
 FRESHNESS_EXPIRED: Freshness
 FRESHNESS_SUPERSEDED: Freshness
+FRESHNESS_UNKNOWN: Freshness
 
 class StartEnrollmentRequest(_message.Message):
-    __slots__ = ("ek_certificate", "ek_public", "ak_public", "labels")
+    __slots__ = ("ek_certificate", "ek_public", "ak_public", "labels", "ek_intermediates")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,11 +56,13 @@ class StartEnrollmentRequest(_message.Message):
     EK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     AK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    EK_INTERMEDIATES_FIELD_NUMBER: _ClassVar[int]
     ek_certificate: bytes
     ek_public: bytes
     ak_public: bytes
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, ek_certificate: _Optional[bytes] = ..., ek_public: _Optional[bytes] = ..., ak_public: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    ek_intermediates: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ek_certificate: _Optional[bytes] = ..., ek_public: _Optional[bytes] = ..., ak_public: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., ek_intermediates: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class StartEnrollmentResponse(_message.Message):
     __slots__ = ("device_id", "challenge_id", "credential_blob", "encrypted_secret", "expires_at")
@@ -185,7 +189,7 @@ class BootEpoch(_message.Message):
     def __init__(self, reset_count: _Optional[int] = ..., restart_count: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("verdict_id", "device_id", "status", "reasons", "profile", "release", "golden_digest", "boot_epoch", "issued_at", "expires_at", "freshness", "firmware_version", "token", "sequence")
+    __slots__ = ("verdict_id", "device_id", "status", "reasons", "profile", "release", "golden_digest", "boot_epoch", "issued_at", "expires_at", "freshness", "firmware_version", "token", "sequence", "currency_reason", "supersession")
     VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +204,8 @@ class Verdict(_message.Message):
     FIRMWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_REASON_FIELD_NUMBER: _ClassVar[int]
+    SUPERSESSION_FIELD_NUMBER: _ClassVar[int]
     verdict_id: str
     device_id: str
     status: Status
@@ -214,7 +220,9 @@ class Verdict(_message.Message):
     firmware_version: int
     token: str
     sequence: int
-    def __init__(self, verdict_id: _Optional[str] = ..., device_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., profile: _Optional[str] = ..., release: _Optional[str] = ..., golden_digest: _Optional[str] = ..., boot_epoch: _Optional[_Union[BootEpoch, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., freshness: _Optional[_Union[Freshness, str]] = ..., firmware_version: _Optional[int] = ..., token: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    currency_reason: str
+    supersession: bool
+    def __init__(self, verdict_id: _Optional[str] = ..., device_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., profile: _Optional[str] = ..., release: _Optional[str] = ..., golden_digest: _Optional[str] = ..., boot_epoch: _Optional[_Union[BootEpoch, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., freshness: _Optional[_Union[Freshness, str]] = ..., firmware_version: _Optional[int] = ..., token: _Optional[str] = ..., sequence: _Optional[int] = ..., currency_reason: _Optional[str] = ..., supersession: _Optional[bool] = ...) -> None: ...
 
 class GetVerdictRequest(_message.Message):
     __slots__ = ("device_id", "nonce")
@@ -289,18 +297,22 @@ class GoldenProblem(_message.Message):
     def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., column: _Optional[int] = ..., message: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
 
 class VerifierStatus(_message.Message):
-    __slots__ = ("version", "golden_digest", "golden_loaded_at", "golden_problems", "devices")
+    __slots__ = ("version", "golden_digest", "golden_loaded_at", "golden_problems", "devices", "enrollment_policy", "crl_problems")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_LOADED_AT_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ENROLLMENT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    CRL_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     version: str
     golden_digest: str
     golden_loaded_at: _timestamp_pb2.Timestamp
     golden_problems: _containers.RepeatedCompositeFieldContainer[GoldenProblem]
     devices: int
-    def __init__(self, version: _Optional[str] = ..., golden_digest: _Optional[str] = ..., golden_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., golden_problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ..., devices: _Optional[int] = ...) -> None: ...
+    enrollment_policy: str
+    crl_problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., golden_digest: _Optional[str] = ..., golden_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., golden_problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ..., devices: _Optional[int] = ..., enrollment_policy: _Optional[str] = ..., crl_problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ("profile",)
@@ -309,7 +321,7 @@ class ListDevicesRequest(_message.Message):
     def __init__(self, profile: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("device_id", "labels", "profile", "enrollment_count", "latest_verdict", "pending_ak_name")
+    __slots__ = ("device_id", "labels", "profile", "enrollment_count", "latest_verdict", "pending_ak_name", "approved", "revoked")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -323,13 +335,17 @@ class Device(_message.Message):
     ENROLLMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERDICT_FIELD_NUMBER: _ClassVar[int]
     PENDING_AK_NAME_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     labels: _containers.ScalarMap[str, str]
     profile: str
     enrollment_count: int
     latest_verdict: Verdict
     pending_ak_name: str
-    def __init__(self, device_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., enrollment_count: _Optional[int] = ..., latest_verdict: _Optional[_Union[Verdict, _Mapping]] = ..., pending_ak_name: _Optional[str] = ...) -> None: ...
+    approved: bool
+    revoked: str
+    def __init__(self, device_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., enrollment_count: _Optional[int] = ..., latest_verdict: _Optional[_Union[Verdict, _Mapping]] = ..., pending_ak_name: _Optional[str] = ..., approved: _Optional[bool] = ..., revoked: _Optional[str] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices",)
@@ -431,3 +447,99 @@ class DryRunGoldenResponse(_message.Message):
     devices_evaluated: int
     problems: _containers.RepeatedCompositeFieldContainer[GoldenProblem]
     def __init__(self, changes: _Optional[_Iterable[_Union[StatusChange, _Mapping]]] = ..., devices_evaluated: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ...) -> None: ...
+
+class ApproveDeviceRequest(_message.Message):
+    __slots__ = ("device_id", "profile", "reason")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    profile: str
+    reason: str
+    def __init__(self, device_id: _Optional[str] = ..., profile: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetDeviceProfileRequest(_message.Message):
+    __slots__ = ("device_id", "profile", "reason")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    profile: str
+    reason: str
+    def __init__(self, device_id: _Optional[str] = ..., profile: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeviceChangeResponse(_message.Message):
+    __slots__ = ("device_id", "profile")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    profile: str
+    def __init__(self, device_id: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
+
+class DecommissionDeviceRequest(_message.Message):
+    __slots__ = ("device_id", "reason")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    reason: str
+    def __init__(self, device_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DenyEkRequest(_message.Message):
+    __slots__ = ("ek_fingerprint", "reason")
+    EK_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ek_fingerprint: str
+    reason: str
+    def __init__(self, ek_fingerprint: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UndenyEkRequest(_message.Message):
+    __slots__ = ("ek_fingerprint", "reason")
+    EK_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ek_fingerprint: str
+    reason: str
+    def __init__(self, ek_fingerprint: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeAkRequest(_message.Message):
+    __slots__ = ("device_id", "ak_name", "reason")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    AK_NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    ak_name: str
+    reason: str
+    def __init__(self, device_id: _Optional[str] = ..., ak_name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Revocation(_message.Message):
+    __slots__ = ("kind", "subject", "device_id", "reason", "actor", "at")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    subject: str
+    device_id: str
+    reason: str
+    actor: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[str] = ..., subject: _Optional[str] = ..., device_id: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RevocationResponse(_message.Message):
+    __slots__ = ("revocation", "superseded")
+    REVOCATION_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
+    revocation: Revocation
+    superseded: int
+    def __init__(self, revocation: _Optional[_Union[Revocation, _Mapping]] = ..., superseded: _Optional[int] = ...) -> None: ...
+
+class ListRevocationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRevocationsResponse(_message.Message):
+    __slots__ = ("revocations",)
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    revocations: _containers.RepeatedCompositeFieldContainer[Revocation]
+    def __init__(self, revocations: _Optional[_Iterable[_Union[Revocation, _Mapping]]] = ...) -> None: ...

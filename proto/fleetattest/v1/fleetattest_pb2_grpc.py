@@ -487,6 +487,41 @@ class OperatorStub:
                 request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.SerializeToString,
                 response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.FromString,
                 _registered_method=True)
+        self.ApproveDevice = channel.unary_unary(
+                '/fleetattest.v1.Operator/ApproveDevice',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ApproveDeviceRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DeviceChangeResponse.FromString,
+                _registered_method=True)
+        self.SetDeviceProfile = channel.unary_unary(
+                '/fleetattest.v1.Operator/SetDeviceProfile',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.SetDeviceProfileRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DeviceChangeResponse.FromString,
+                _registered_method=True)
+        self.DecommissionDevice = channel.unary_unary(
+                '/fleetattest.v1.Operator/DecommissionDevice',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DecommissionDeviceRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+                _registered_method=True)
+        self.DenyEk = channel.unary_unary(
+                '/fleetattest.v1.Operator/DenyEk',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DenyEkRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+                _registered_method=True)
+        self.UndenyEk = channel.unary_unary(
+                '/fleetattest.v1.Operator/UndenyEk',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.UndenyEkRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+                _registered_method=True)
+        self.RevokeAk = channel.unary_unary(
+                '/fleetattest.v1.Operator/RevokeAk',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevokeAkRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+                _registered_method=True)
+        self.ListRevocations = channel.unary_unary(
+                '/fleetattest.v1.Operator/ListRevocations',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -531,6 +566,53 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveDevice(self, request, context):
+        """A device waiting under the "approve" enrollment policy: approve it with a profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDeviceProfile(self, request, context):
+        """Bind an enrolled device to another golden profile (recorded; supersedes its verdicts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecommissionDevice(self, request, context):
+        """Take a device out of the fleet: it can no longer attest or enroll; verdicts superseded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DenyEk(self, request, context):
+        """Refuse an EK (a stolen or recalled TPM) until it is undenied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndenyEk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAk(self, request, context):
+        """Revoke a device's AK: its quotes are refused; a new AK needs approval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -563,6 +645,41 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.DryRunGolden,
                     request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.FromString,
                     response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.SerializeToString,
+            ),
+            'ApproveDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveDevice,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ApproveDeviceRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DeviceChangeResponse.SerializeToString,
+            ),
+            'SetDeviceProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeviceProfile,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.SetDeviceProfileRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.DeviceChangeResponse.SerializeToString,
+            ),
+            'DecommissionDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecommissionDevice,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DecommissionDeviceRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.SerializeToString,
+            ),
+            'DenyEk': grpc.unary_unary_rpc_method_handler(
+                    servicer.DenyEk,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.DenyEkRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.SerializeToString,
+            ),
+            'UndenyEk': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndenyEk,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.UndenyEkRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.SerializeToString,
+            ),
+            'RevokeAk': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAk,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevokeAkRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.SerializeToString,
+            ),
+            'ListRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -729,6 +846,195 @@ class Operator:
             '/fleetattest.v1.Operator/DryRunGolden',
             fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenRequest.SerializeToString,
             fleetattest_dot_v1_dot_fleetattest__pb2.DryRunGoldenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/ApproveDevice',
+            fleetattest_dot_v1_dot_fleetattest__pb2.ApproveDeviceRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.DeviceChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDeviceProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/SetDeviceProfile',
+            fleetattest_dot_v1_dot_fleetattest__pb2.SetDeviceProfileRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.DeviceChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecommissionDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/DecommissionDevice',
+            fleetattest_dot_v1_dot_fleetattest__pb2.DecommissionDeviceRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenyEk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/DenyEk',
+            fleetattest_dot_v1_dot_fleetattest__pb2.DenyEkRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndenyEk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/UndenyEk',
+            fleetattest_dot_v1_dot_fleetattest__pb2.UndenyEkRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/RevokeAk',
+            fleetattest_dot_v1_dot_fleetattest__pb2.RevokeAkRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.RevocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/ListRevocations',
+            fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

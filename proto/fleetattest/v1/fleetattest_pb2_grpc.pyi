@@ -188,6 +188,18 @@ class OperatorStub:
     ReloadGolden: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.ReloadGoldenRequest, _fleetattest_pb2.ReloadGoldenResponse]
     ExplainDevice: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.ExplainDeviceRequest, _fleetattest_pb2.ExplainDeviceResponse]
     DryRunGolden: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.DryRunGoldenRequest, _fleetattest_pb2.DryRunGoldenResponse]
+    ApproveDevice: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.ApproveDeviceRequest, _fleetattest_pb2.DeviceChangeResponse]
+    """A device waiting under the "approve" enrollment policy: approve it with a profile."""
+    SetDeviceProfile: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.SetDeviceProfileRequest, _fleetattest_pb2.DeviceChangeResponse]
+    """Bind an enrolled device to another golden profile (recorded; supersedes its verdicts)."""
+    DecommissionDevice: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.DecommissionDeviceRequest, _fleetattest_pb2.RevocationResponse]
+    """Take a device out of the fleet: it can no longer attest or enroll; verdicts superseded."""
+    DenyEk: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.DenyEkRequest, _fleetattest_pb2.RevocationResponse]
+    """Refuse an EK (a stolen or recalled TPM) until it is undenied."""
+    UndenyEk: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.UndenyEkRequest, _fleetattest_pb2.RevocationResponse]
+    RevokeAk: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.RevokeAkRequest, _fleetattest_pb2.RevocationResponse]
+    """Revoke a device's AK: its quotes are refused; a new AK needs approval."""
+    ListRevocations: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.ListRevocationsRequest, _fleetattest_pb2.ListRevocationsResponse]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -201,6 +213,18 @@ class OperatorAsyncStub(OperatorStub):
     ReloadGolden: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.ReloadGoldenRequest, _fleetattest_pb2.ReloadGoldenResponse]  # type: ignore[assignment]
     ExplainDevice: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.ExplainDeviceRequest, _fleetattest_pb2.ExplainDeviceResponse]  # type: ignore[assignment]
     DryRunGolden: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.DryRunGoldenRequest, _fleetattest_pb2.DryRunGoldenResponse]  # type: ignore[assignment]
+    ApproveDevice: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.ApproveDeviceRequest, _fleetattest_pb2.DeviceChangeResponse]  # type: ignore[assignment]
+    """A device waiting under the "approve" enrollment policy: approve it with a profile."""
+    SetDeviceProfile: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.SetDeviceProfileRequest, _fleetattest_pb2.DeviceChangeResponse]  # type: ignore[assignment]
+    """Bind an enrolled device to another golden profile (recorded; supersedes its verdicts)."""
+    DecommissionDevice: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.DecommissionDeviceRequest, _fleetattest_pb2.RevocationResponse]  # type: ignore[assignment]
+    """Take a device out of the fleet: it can no longer attest or enroll; verdicts superseded."""
+    DenyEk: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.DenyEkRequest, _fleetattest_pb2.RevocationResponse]  # type: ignore[assignment]
+    """Refuse an EK (a stolen or recalled TPM) until it is undenied."""
+    UndenyEk: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.UndenyEkRequest, _fleetattest_pb2.RevocationResponse]  # type: ignore[assignment]
+    RevokeAk: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.RevokeAkRequest, _fleetattest_pb2.RevocationResponse]  # type: ignore[assignment]
+    """Revoke a device's AK: its quotes are refused; a new AK needs approval."""
+    ListRevocations: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.ListRevocationsRequest, _fleetattest_pb2.ListRevocationsResponse]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- operators"""
@@ -247,5 +271,59 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _fleetattest_pb2.DryRunGoldenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleetattest_pb2.DryRunGoldenResponse, _abc.Awaitable[_fleetattest_pb2.DryRunGoldenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ApproveDevice(
+        self,
+        request: _fleetattest_pb2.ApproveDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.DeviceChangeResponse, _abc.Awaitable[_fleetattest_pb2.DeviceChangeResponse]]:
+        """A device waiting under the "approve" enrollment policy: approve it with a profile."""
+
+    @_abc_1.abstractmethod
+    def SetDeviceProfile(
+        self,
+        request: _fleetattest_pb2.SetDeviceProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.DeviceChangeResponse, _abc.Awaitable[_fleetattest_pb2.DeviceChangeResponse]]:
+        """Bind an enrolled device to another golden profile (recorded; supersedes its verdicts)."""
+
+    @_abc_1.abstractmethod
+    def DecommissionDevice(
+        self,
+        request: _fleetattest_pb2.DecommissionDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.RevocationResponse, _abc.Awaitable[_fleetattest_pb2.RevocationResponse]]:
+        """Take a device out of the fleet: it can no longer attest or enroll; verdicts superseded."""
+
+    @_abc_1.abstractmethod
+    def DenyEk(
+        self,
+        request: _fleetattest_pb2.DenyEkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.RevocationResponse, _abc.Awaitable[_fleetattest_pb2.RevocationResponse]]:
+        """Refuse an EK (a stolen or recalled TPM) until it is undenied."""
+
+    @_abc_1.abstractmethod
+    def UndenyEk(
+        self,
+        request: _fleetattest_pb2.UndenyEkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.RevocationResponse, _abc.Awaitable[_fleetattest_pb2.RevocationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeAk(
+        self,
+        request: _fleetattest_pb2.RevokeAkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.RevocationResponse, _abc.Awaitable[_fleetattest_pb2.RevocationResponse]]:
+        """Revoke a device's AK: its quotes are refused; a new AK needs approval."""
+
+    @_abc_1.abstractmethod
+    def ListRevocations(
+        self,
+        request: _fleetattest_pb2.ListRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.ListRevocationsResponse, _abc.Awaitable[_fleetattest_pb2.ListRevocationsResponse]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
