@@ -25,6 +25,7 @@ from pathlib import Path
 
 from verifier import errors
 from verifier.appraisal import AppraisalContext, appraise
+from verifier.auditlog import attestation_record
 from verifier.enrollment.ekchain import Allowlist, TrustStore
 from verifier.enrollment.flow import Enrollment
 from verifier.enrollment.tpmpublic import TpmPublic, parse_tpm2b_public
@@ -137,19 +138,20 @@ class Verifier:
                 f"profile {issued.profile!r} was removed since the challenge; ask again"
             )
         ak = self._ak(device).parsed
+        previous = self._previous(device)
         ctx = AppraisalContext(
             ak_public_key=ak.public_key,
             ak_hash=ak.signing_hash,
             issued=issued,
             profile=profile,
             golden_digest=golden.profile_set.digest,
-            previous=self._previous(device),
+            previous=previous,
             ek_not_after=device.ek_not_after,
             limits=self.settings.limits,
             log_cache=self._log_cache,
         )
         verdict = appraise(evidence, ctx, now)
-        stored = self.store.add_verdict(verdict)
+        stored = self._store_verdict(verdict, evidence, device, issued, previous, now)
         self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
             self._verdict_added.notify_all()
@@ -162,6 +164,23 @@ class Verifier:
             len(stored.reasons),
         )
         return stored, self.token_for(stored, device=device)
+
+    def _store_verdict(
+        self,
+        verdict: Verdict,
+        evidence: Evidence,
+        device: DeviceRecord,
+        issued: IssuedNonce,
+        previous: Verdict | None,
+        now: float,
+    ) -> Verdict:
+        """The verdict with its attestation and audit entry, in one store transaction."""
+        record = attestation_record(evidence, device, issued, previous, now)
+        try:
+            return self.store.add_verdict(verdict, record)
+        except errors.LimitExceeded as exc:  # still audited: the entry, without the body
+            log.warning("evidence of %s not kept in the history: %s", device.device_id, exc)
+            return self.store.add_verdict(verdict)
 
     def _keep_evidence(
         self, evidence: Evidence, device: DeviceRecord, issued: IssuedNonce, now: float

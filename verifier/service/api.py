@@ -20,6 +20,7 @@ from verifier import __version__, errors
 from verifier.app import Verifier
 from verifier.enrollment.flow import EnrollmentOutcome
 from verifier.golden.load import GoldenError, GoldenProblem
+from verifier.service.authz import caller_of
 from verifier.service.convert import (
     STATUS_TO_PB,
     reason_to_pb,
@@ -240,7 +241,7 @@ class OperatorService(pb_grpc.OperatorServicer):
         self, request: pb.ApproveAkRequest, context: grpc.ServicerContext
     ) -> pb.ApproveAkResponse:
         refuse_unknown_fields(request)
-        self.v.enrollment.approve_ak(request.device_id, request.ak_name)
+        self.v.enrollment.approve_ak(request.device_id, request.ak_name, str(caller_of(context)))
         return pb.ApproveAkResponse(device_id=request.device_id)
 
     @rpc

@@ -53,6 +53,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from verifier.errors import LimitExceeded, StoreUnavailable, UnknownDevice
 from verifier.limits import Limits
 from verifier.store import codec
+from verifier.store.auditsql import AuditSql, Run
 from verifier.store.base import (
     DeviceRecord,
     EnrollmentChallenge,
@@ -82,7 +83,7 @@ _CHALLENGE_COLUMNS = (
     "challenge_id, device_id, ek_public, ek_certificate, ek_not_after, ak_public, ak_name,"
     " labels, secret, expires_at"
 )
-_VERDICT_COLUMNS = (
+VERDICT_COLUMNS = _VERDICT_COLUMNS = (
     "sequence, verdict_id, device_id, status, reasons, profile, release_name, golden_digest,"
     " reset_count, restart_count, issued_at, expires_at, firmware_version, clock, safe, extra"
 )
@@ -218,6 +219,8 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
         purge_logs=(
             "DELETE FROM evidence_logs WHERE NOT EXISTS"
             " (SELECT 1 FROM evidence WHERE evidence.log_digest = evidence_logs.digest)"
+            " AND NOT EXISTS (SELECT 1 FROM attestations AS a"
+            " WHERE a.log_digest = evidence_logs.digest)"
         ),
     )
 
@@ -270,7 +273,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # ------------------------------------------------------------------ the store
 
 
-class SqlStore(ABC, Generic[Conn]):
+class SqlStore(AuditSql, ABC, Generic[Conn]):
     """The ``Store`` methods both backends share; a subclass supplies the primitives."""
 
     statements: ClassVar[Statements]
@@ -441,10 +444,10 @@ class SqlStore(ABC, Generic[Conn]):
 
     # -------------------------------------------------------------- verdicts
 
-    def add_verdict(self, verdict: Verdict) -> Verdict:
+    def _insert_verdict(self, run: Run, verdict: Verdict) -> Verdict:
+        """Insert the verdict row inside the caller's transaction; the stored verdict."""
         verdict_id = secrets.token_hex(16)
-        rows = self._write(
-            "store verdict",
+        rows = run(
             self.statements.insert_verdict,
             (
                 verdict_id,
@@ -465,6 +468,10 @@ class SqlStore(ABC, Generic[Conn]):
             ),
         )
         return replace(verdict, verdict_id=verdict_id, sequence=int(rows[0][0]))
+
+    @staticmethod
+    def _decode_verdict(row: Row) -> Verdict:
+        return _verdict(row)
 
     def latest_verdict(self, device_id: str) -> Verdict | None:
         rows = self._read("latest verdict", self.statements.device_verdicts, (device_id, 1))
@@ -519,13 +526,6 @@ class SqlStore(ABC, Generic[Conn]):
         rows = self._read("all evidence", self.statements.all_evidence, ())
         return [_evidence(row) for row in rows]
 
-    def record_golden_set(self, record: GoldenSetRecord) -> None:
-        self._write(
-            "record golden set",
-            self.statements.insert_golden,
-            (record.digest, record.loaded_at, codec.encode_str_map(record.files)),
-        )
-
     def golden_set(self, digest: str) -> GoldenSetRecord | None:
         rows = self._read("golden set", self.statements.select_golden, (digest,))
         if not rows:
@@ -534,7 +534,8 @@ class SqlStore(ABC, Generic[Conn]):
         return GoldenSetRecord(found, loaded_at, codec.decode_str_map(files, "golden files"))
 
     def purge_expired(self, now: float) -> int:
-        """Drop expired nonces and challenges (counted) and event logs no evidence refers to."""
+        """Drop expired nonces and challenges (counted) and event logs that neither the latest
+        evidence nor an unpurged attestation refers to."""
         nonces, challenges, _ = self._transaction(
             "purge expired",
             [
