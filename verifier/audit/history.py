@@ -222,9 +222,9 @@ class Retention:
 
     def __post_init__(self) -> None:
         if self.max_age is not None and self.max_age <= 0:
-            raise ValueError("retention max_age must be positive")
+            raise AuditMalformed("retention max_age must be positive")
         if self.keep_per_device is not None and self.keep_per_device < 1:
-            raise ValueError("retention keep_per_device must be at least 1")
+            raise AuditMalformed("retention keep_per_device must be at least 1")
 
     @property
     def bounded(self) -> bool:

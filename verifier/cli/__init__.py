@@ -9,9 +9,11 @@
     attest-verifier eventlog {show,replay,facts} FILE [--json]
     attest-verifier golden {lint,learn,explain,dry-run} ...
     attest-verifier golden reload --verifier ADDR | status --verifier ADDR
+    attest-verifier audit {init-key,verify,show,replay,proof,export,checkpoint} ...
 
 One module per command group (``serve``, ``devices``, ``golden``, ``eventlog``, ``token``,
-``operator``); ``common`` holds what they share. No package below ``verifier.cli`` imports it.
+``operator``, ``audit``); ``common`` holds what they share. No package below ``verifier.cli``
+imports it.
 DB is a SQLite file or a postgresql:// URL. DEVICE may be a unique prefix of a device id.
 Exit codes: 0 success, 1 a check failed, 2 the command could not run (see ``common``).
 """
@@ -22,7 +24,7 @@ import argparse
 from collections.abc import Sequence
 
 from verifier import config
-from verifier.cli import devices, golden, operator, serve, token
+from verifier.cli import audit, devices, golden, operator, serve, token
 from verifier.cli import eventlog as eventlog_cli
 from verifier.cli.common import add_common_flags, configure_logging, run
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     eventlog_cli.register(sub)
     golden_commands = golden.register(sub)
     operator.register(sub, golden_commands)
+    audit.register(sub)
     config.add_config_option(parser)
     return parser
 

@@ -24,14 +24,15 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from verifier import __version__, errors, sdnotify
+from verifier import __version__, auditlog, errors, sdnotify
 from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.audit.history import Retention
 from verifier.cli.common import Subparsers
 from verifier.enrollment.ekchain import TrustConfigError
 from verifier.golden.load import GoldenError
 from verifier.livegolden import LiveGolden
 from verifier.service.server import build_server
-from verifier.store import open_store
+from verifier.store import Store, open_store
 from verifier.token import KeyRing
 
 log = logging.getLogger("attest-verifier")
@@ -66,6 +67,7 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="server processes sharing the port with SO_REUSEPORT (default 1; one per core)",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    _register_audit_flags(serve)
     serve.set_defaults(func=serve_command)
 
 
@@ -144,6 +146,7 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    _start_audit(ns, store, stop)
     server.start()
     golden.watch(stop)
     if ns.port_file:
@@ -168,6 +171,36 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     server.stop(grace=5).wait()
     store.close()
     return 0
+
+
+# ------------------------------------------------------------------ audit (issue 15)
+
+
+def _register_audit_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--audit-key",
+        type=Path,
+        help="checkpoint signing key ('attest-verifier audit init-key FILE'); without it the "
+        "log is kept but no checkpoints are signed",
+    )
+    serve.add_argument(
+        "--checkpoint-interval", type=float, default=60.0, help="seconds (default 60)"
+    )
+    serve.add_argument(
+        "--retention-age", type=float, help="keep attestation evidence this many seconds"
+    )
+    serve.add_argument("--retention-count", type=int, help="keep this many attestations per device")
+
+
+def _start_audit(ns: argparse.Namespace, store: Store, stop: threading.Event) -> None:
+    """Checkpoints (with --audit-key) and retention (with --retention-*), in one thread."""
+    signer = auditlog.load_signer(ns.audit_key) if ns.audit_key else None
+    retention = Retention(ns.retention_age, ns.retention_count)
+    if signer is None and not retention.bounded:
+        return
+    if signer is not None:
+        log.info("audit checkpoints signed by %s", signer.verifier().encode())
+    auditlog.start_background(store, stop, time.time, signer, retention, ns.checkpoint_interval)
 
 
 def _keys_dir(ns: argparse.Namespace) -> Path:
