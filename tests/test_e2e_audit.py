@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grpc
 import pytest
 from pgcluster import fresh_schema_url, pg_cluster  # noqa: F401 (the fixture)
 
@@ -120,3 +121,41 @@ def test_auditor_commands_against_a_real_verifiers_store(
         conn.close()
         assert main(["audit", "verify", "--db", db, "--key", vkey]) == 1
         assert "record_changed" in capsys.readouterr().out
+
+
+def test_proof_rpcs_prove_a_verdict_against_the_signed_checkpoint(tmp_path: Path) -> None:
+    from agent.flows import channel  # noqa: PLC0415
+    from fleetattest.v1 import fleetattest_pb2 as pb  # noqa: PLC0415
+    from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc  # noqa: PLC0415
+    from verifier.audit import open_checkpoint, verify_consistency, verify_inclusion  # noqa: PLC0415
+
+    with Fleet(tmp_path) as fleet:
+        verifier = fleet.start_verifier(GOLDEN)
+        device = fleet.add_device("proved", GOOD_A)
+        first = device.attest(verifier.address)
+        with channel(verifier.address) as ch:
+            stub = pb_grpc.OperatorStub(ch)
+            assert stub.GetAuditCheckpoint(pb.GetAuditCheckpointRequest()).signed_note == b""
+            auditlog.write_checkpoint(verifier.store, KEY, verifier.clock())
+            old = open_checkpoint(
+                stub.GetAuditCheckpoint(pb.GetAuditCheckpointRequest()).signed_note,
+                KEY.verifier(),
+            )
+            device.attest(verifier.address)
+            auditlog.write_checkpoint(verifier.store, KEY, verifier.clock())
+            reply = stub.GetAuditCheckpoint(pb.GetAuditCheckpointRequest())
+            new = open_checkpoint(reply.signed_note, KEY.verifier())
+            proof = stub.GetInclusionProof(pb.GetInclusionProofRequest(verdict_id=first.verdict_id))
+            assert proof.tree_size == new.size
+            verify_inclusion(
+                proof.leaf_hash, proof.position, new.size, list(proof.hashes), new.root_hash
+            )
+            consistency = stub.GetConsistencyProof(pb.GetConsistencyProofRequest(old_size=old.size))
+            verify_consistency(
+                old.size, new.size, old.root_hash, new.root_hash, list(consistency.hashes)
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetConsistencyProof(
+                    pb.GetConsistencyProofRequest(old_size=new.size + 1, new_size=new.size)
+                )
+            assert refused.value.code() is grpc.StatusCode.OUT_OF_RANGE

@@ -188,6 +188,12 @@ class OperatorStub:
     ReloadGolden: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.ReloadGoldenRequest, _fleetattest_pb2.ReloadGoldenResponse]
     ExplainDevice: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.ExplainDeviceRequest, _fleetattest_pb2.ExplainDeviceResponse]
     DryRunGolden: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.DryRunGoldenRequest, _fleetattest_pb2.DryRunGoldenResponse]
+    GetAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetAuditCheckpointRequest, _fleetattest_pb2.AuditCheckpoint]
+    """The audit log (issue 15): the latest signed checkpoint (C2SP tlog-checkpoint), an
+    inclusion proof for a verdict's entry, a consistency proof between two tree sizes.
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetInclusionProofRequest, _fleetattest_pb2.InclusionProof]
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetConsistencyProofRequest, _fleetattest_pb2.ConsistencyProof]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -201,6 +207,12 @@ class OperatorAsyncStub(OperatorStub):
     ReloadGolden: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.ReloadGoldenRequest, _fleetattest_pb2.ReloadGoldenResponse]  # type: ignore[assignment]
     ExplainDevice: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.ExplainDeviceRequest, _fleetattest_pb2.ExplainDeviceResponse]  # type: ignore[assignment]
     DryRunGolden: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.DryRunGoldenRequest, _fleetattest_pb2.DryRunGoldenResponse]  # type: ignore[assignment]
+    GetAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetAuditCheckpointRequest, _fleetattest_pb2.AuditCheckpoint]  # type: ignore[assignment]
+    """The audit log (issue 15): the latest signed checkpoint (C2SP tlog-checkpoint), an
+    inclusion proof for a verdict's entry, a consistency proof between two tree sizes.
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetInclusionProofRequest, _fleetattest_pb2.InclusionProof]  # type: ignore[assignment]
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetConsistencyProofRequest, _fleetattest_pb2.ConsistencyProof]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- operators"""
@@ -247,5 +259,29 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _fleetattest_pb2.DryRunGoldenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleetattest_pb2.DryRunGoldenResponse, _abc.Awaitable[_fleetattest_pb2.DryRunGoldenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAuditCheckpoint(
+        self,
+        request: _fleetattest_pb2.GetAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.AuditCheckpoint, _abc.Awaitable[_fleetattest_pb2.AuditCheckpoint]]:
+        """The audit log (issue 15): the latest signed checkpoint (C2SP tlog-checkpoint), an
+        inclusion proof for a verdict's entry, a consistency proof between two tree sizes.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _fleetattest_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.InclusionProof, _abc.Awaitable[_fleetattest_pb2.InclusionProof]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _fleetattest_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.ConsistencyProof, _abc.Awaitable[_fleetattest_pb2.ConsistencyProof]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
