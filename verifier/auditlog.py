@@ -252,9 +252,9 @@ def _check_one(
         found.append(
             _record_problem(pos, f"verdict {attestation.verdict_id}: evidence digest changed")
         )
-    if attestation.record is not None and evidence_digest(attestation.record) != (
-        attestation.evidence_digest
-    ):
+    if attestation.record is not None and evidence_digest(
+        attestation.record, attestation.log_digest
+    ) != (attestation.evidence_digest):
         found.append(
             _record_problem(pos, f"verdict {attestation.verdict_id}: evidence body changed")
         )

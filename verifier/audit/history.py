@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -57,7 +58,7 @@ class AttestationRecord:
     ek_not_after: float | None
     previous: PreviousCounters | None
 
-    @property
+    @functools.cached_property
     def log_digest(self) -> bytes:
         return hashlib.sha256(self.event_log).digest()
 
@@ -98,8 +99,11 @@ def evidence_document(record: AttestationRecord, log_digest: bytes) -> dict[str,
     }
 
 
-def evidence_digest(record: AttestationRecord) -> str:
-    return _digest(evidence_document(record, record.log_digest))
+def evidence_digest(record: AttestationRecord, log_digest: bytes | None = None) -> str:
+    """The record's digest; ``log_digest`` when the event log itself was not read."""
+    return _digest(
+        evidence_document(record, record.log_digest if log_digest is None else log_digest)
+    )
 
 
 def verdict_document(verdict: Verdict) -> dict[str, object]:
@@ -209,6 +213,7 @@ class StoredAttestation:
     audit_position: int
     purged_at: float | None
     record: AttestationRecord | None
+    log_digest: bytes | None = None  # SHA-256 of the event log, while the body is kept
 
 
 @dataclass(frozen=True)

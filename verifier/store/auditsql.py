@@ -68,6 +68,8 @@ _ATTESTATION_COLUMNS = (
     " a.audit_position, a.purged_at, a.nonce, a.quote, a.signature, a.pcr_values,"
     " l.event_log, k.ak_public, a.context"
 )
+# the same columns with the log's digest in place of its body: for checks over many rows
+_DIGEST_COLUMNS = _ATTESTATION_COLUMNS.replace("l.event_log", "a.log_digest")
 _ATTESTATION_FROM = (
     " FROM attestations AS a LEFT JOIN evidence_logs AS l ON l.digest = a.log_digest"
     " LEFT JOIN attested_aks AS k ON k.digest = a.ak_digest"
@@ -150,7 +152,8 @@ def audit_dialect(placeholder: str, in_sequences: str, verdict_columns: str) -> 
             " ORDER BY a.received_at DESC, a.sequence DESC LIMIT 1"
         ),
         attestations_after=q(
-            f"SELECT {_ATTESTATION_COLUMNS}{_ATTESTATION_FROM}"
+            f"SELECT {_DIGEST_COLUMNS} FROM attestations AS a"
+            " LEFT JOIN attested_aks AS k ON k.digest = a.ak_digest"
             " WHERE a.sequence > ? ORDER BY a.sequence LIMIT ?"
         ),
         verdict_by_sequence=q(f"SELECT {verdict_columns} FROM verdicts WHERE sequence = ?"),
@@ -208,7 +211,9 @@ def _damaged(what: str, exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"stored {what} is damaged ({exc}); refusing to use it")
 
 
-def _attestation(row: Row) -> StoredAttestation:
+def _attestation(row: Row, log_is_digest: bool = False) -> StoredAttestation:
+    """A row of ``_ATTESTATION_COLUMNS`` (or ``_DIGEST_COLUMNS``: ``log_is_digest``, then the
+    record's ``event_log`` is empty and ``log_digest`` says what it was)."""
     (seq, verdict_id, device_id, received_at, digest, position, purged_at) = row[:7]
     nonce, quote, signature, pcr_values, event_log, ak_public, context = row[7:]
     record = None
@@ -231,7 +236,7 @@ def _attestation(row: Row) -> StoredAttestation:
                 quote=bytes(quote),
                 signature=bytes(signature),
                 pcr_values=pcrs,
-                event_log=b"" if event_log is None else bytes(event_log),
+                event_log=b"" if event_log is None or log_is_digest else bytes(event_log),
                 ak_public=b"" if ak_public is None else bytes(ak_public),
                 ek_not_after=ctx["ek_not_after"],
                 previous=None if prev is None else PreviousCounters(*(int(v) for v in prev)),
@@ -247,6 +252,9 @@ def _attestation(row: Row) -> StoredAttestation:
         audit_position=int(position),
         purged_at=purged_at,
         record=record,
+        log_digest=None
+        if record is None or event_log is None
+        else (bytes(event_log) if log_is_digest else record.log_digest),
     )
 
 
@@ -360,51 +368,60 @@ class AuditSql:
 
     def add_verdict(self, verdict: Verdict, evidence: AttestationRecord | None = None) -> Verdict:
         """Store the verdict, its attestation and its log entry in one transaction."""
-        if evidence is not None:
-            size = len(evidence.event_log) + len(evidence.quote) + len(evidence.signature)
-            limit = self.limits.max_stored_evidence_bytes
-            if size > limit:
-                raise LimitExceeded(
-                    f"evidence of {evidence.device_id} is {size} bytes; the limit is {limit}"
-                )
-        s = self.audit_statements
+        self._check_evidence_size(evidence)
+        return self._serialized(
+            "store verdict", lambda run: self._add_verdict_in(run, verdict, evidence)
+        )
 
-        def body(run: Run) -> Verdict:
-            stored = self._insert_verdict(run, verdict)
-            digest = ""
-            columns: tuple[object, ...] = (None,) * 7
-            if evidence is not None:
-                digest = evidence_digest(evidence)
-                log_digest = evidence.log_digest
-                ak_digest = hashlib.sha256(evidence.ak_public).digest()
-                run(self.statements.put_evidence_log, (log_digest, evidence.event_log))
-                run(s.insert_ak, (ak_digest, evidence.ak_public))
-                columns = (
-                    evidence.issued.nonce,
-                    evidence.quote,
-                    evidence.signature,
-                    _encode_pcr_list(evidence.pcr_values),
-                    log_digest,
-                    ak_digest,
-                    _encode_context(evidence),
-                )
-            position = self._append_locked(run, verdict_entry(stored, digest))
-            received_at = evidence.received_at if evidence is not None else stored.issued_at
-            run(
-                s.insert_attestation,
-                (
-                    stored.sequence,
-                    stored.verdict_id,
-                    stored.device_id,
-                    received_at,
-                    digest,
-                    position,
-                    *columns,
-                ),
+    def _check_evidence_size(self, evidence: AttestationRecord | None) -> None:
+        if evidence is None:
+            return
+        size = len(evidence.event_log) + len(evidence.quote) + len(evidence.signature)
+        limit = self.limits.max_stored_evidence_bytes
+        if size > limit:
+            raise LimitExceeded(
+                f"evidence of {evidence.device_id} is {size} bytes; the limit is {limit}"
             )
-            return stored
 
-        return self._serialized("store verdict", body)
+    def _add_verdict_in(
+        self, run: Run, verdict: Verdict, evidence: AttestationRecord | None
+    ) -> Verdict:
+        """``add_verdict`` inside a transaction that holds the order lock (also the bulk path
+        of ``bench/bench_audit_store.py``: many of these in one transaction)."""
+        s = self.audit_statements
+        stored = self._insert_verdict(run, verdict)
+        digest = ""
+        columns: tuple[object, ...] = (None,) * 7
+        if evidence is not None:
+            digest = evidence_digest(evidence)
+            log_digest = evidence.log_digest
+            ak_digest = hashlib.sha256(evidence.ak_public).digest()
+            run(self.statements.put_evidence_log, (log_digest, evidence.event_log))
+            run(s.insert_ak, (ak_digest, evidence.ak_public))
+            columns = (
+                evidence.issued.nonce,
+                evidence.quote,
+                evidence.signature,
+                _encode_pcr_list(evidence.pcr_values),
+                log_digest,
+                ak_digest,
+                _encode_context(evidence),
+            )
+        position = self._append_locked(run, verdict_entry(stored, digest))
+        received_at = evidence.received_at if evidence is not None else stored.issued_at
+        run(
+            s.insert_attestation,
+            (
+                stored.sequence,
+                stored.verdict_id,
+                stored.device_id,
+                received_at,
+                digest,
+                position,
+                *columns,
+            ),
+        )
+        return stored
 
     def attestation(self, verdict_id: str) -> StoredAttestation | None:
         rows = self._read("attestation", self.audit_statements.attestation_by_id, (verdict_id,))
@@ -418,10 +435,13 @@ class AuditSql:
     def attestations_after(
         self, sequence: int, limit: int
     ) -> Sequence[tuple[StoredAttestation, Verdict | None]]:
-        """Attestations in sequence order, each with its verdict row (None once purged)."""
+        """Attestations in sequence order, each with its verdict row (None once purged).
+
+        For checks over the whole history: the event log is not read (``record.event_log`` is
+        empty); ``log_digest`` is its SHA-256."""
         s = self.audit_statements
         rows = self._read("attestations", s.attestations_after, (sequence, limit))
-        found = [_attestation(row) for row in rows]
+        found = [_attestation(row, log_is_digest=True) for row in rows]
         if not found:
             return []
         verdict_rows = self._read(
