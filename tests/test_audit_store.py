@@ -199,9 +199,7 @@ def test_event_log_is_stored_once_for_a_fleet_booting_the_same_log(db: Db) -> No
     assert size == 9
     # every attestation refers to the one stored log
     attestations = db.store.attestations_after(0, 100)
-    assert {a.log_digest for a, _ in attestations} == {
-        _record("x", 0).log_digest
-    }
+    assert {a.log_digest for a, _ in attestations} == {_record("x", 0).log_digest}
 
 
 def test_the_append_only_triggers_refuse_an_edit(db: Db) -> None:
