@@ -151,10 +151,16 @@ def test_mismatched_wire_type_is_an_unknown_field_and_refused(
 ) -> None:
     """A string field sent as a varint parses as an unknown field: the servicer refuses it."""
     caplog.set_level(logging.DEBUG)
+    tried = 0
     for path, method in METHODS:
-        body = field(string_field(method) or 1, 0, varint(5))
+        number = string_field(method)
+        if number is None:  # no string field: a varint is a valid value of some field
+            continue
+        body = field(number, 0, varint(5))
+        tried += 1
         error = send_raw(channel, path, method.server_streaming, body)
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, (path, error)
+    assert tried >= 10
     assert_quiet(caplog)
 
 

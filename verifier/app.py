@@ -25,6 +25,7 @@ from pathlib import Path
 
 from verifier import errors, lifecycle
 from verifier.appraisal import AppraisalContext, appraise
+from verifier.auditlog import attestation_record
 from verifier.currency import AK_NAME, Currency, Revocations, currency
 from verifier.enrollment.crl import CertificateRevoked, CrlSet
 from verifier.enrollment.ekchain import (
@@ -164,20 +165,21 @@ class Verifier:
                 f"profile {issued.profile!r} was removed since the challenge; ask again"
             )
         ak = self._ak(device).parsed
+        previous = self._previous(device)
         ctx = AppraisalContext(
             ak_public_key=ak.public_key,
             ak_hash=ak.signing_hash,
             issued=issued,
             profile=profile,
             golden_digest=golden.profile_set.digest,
-            previous=self._previous(device),
+            previous=previous,
             ek_not_after=device.ek_not_after,
             limits=self.settings.limits,
             log_cache=self._log_cache,
         )
         verdict = appraise(evidence, ctx, now)
         verdict = replace(verdict, extra={**verdict.extra, AK_NAME: device.ak_name.hex()})
-        stored = self.store.add_verdict(verdict)
+        stored = self._store_verdict(verdict, evidence, device, issued, previous, now)
         self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
             self._verdict_added.notify_all()
@@ -190,6 +192,23 @@ class Verifier:
             len(stored.reasons),
         )
         return stored, self.token_for(stored, device=device) if want_token else ""
+
+    def _store_verdict(
+        self,
+        verdict: Verdict,
+        evidence: Evidence,
+        device: DeviceRecord,
+        issued: IssuedNonce,
+        previous: Verdict | None,
+        now: float,
+    ) -> Verdict:
+        """The verdict with its attestation and audit entry, in one store transaction."""
+        record = attestation_record(evidence, device, issued, previous, now)
+        try:
+            return self.store.add_verdict(verdict, record)
+        except errors.LimitExceeded as exc:  # still audited: the entry, without the body
+            log.warning("evidence of %s not kept in the history: %s", device.device_id, exc)
+            return self.store.add_verdict(verdict)
 
     def _keep_evidence(
         self, evidence: Evidence, device: DeviceRecord, issued: IssuedNonce, now: float

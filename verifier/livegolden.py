@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
+from verifier.golden.load import GoldenError, GoldenProblem, golden_digest, load_golden_dir
 from verifier.golden.model import GoldenSet
 from verifier.store.base import GoldenSetRecord, Store
 
@@ -118,10 +118,21 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def _record(store: Store, golden: GoldenSet, directory: Path, now: float) -> None:
-    files = {}
+    """Record the set, its file contents (for ``audit replay``) and its audit log entry.
+
+    A file read again here could differ from what was loaded (edited in between): it is kept
+    only when the contents give the digest that went live, else the digests alone are kept.
+    """
+    files: dict[str, str] = {}
+    contents: dict[str, bytes] = {}
     for name in golden.files:
         try:
-            files[name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+            data = (directory / name).read_bytes()
         except OSError:
             files[name] = ""
-    store.record_golden_set(GoldenSetRecord(golden.digest, now, files))
+            continue
+        files[name] = hashlib.sha256(data).hexdigest()
+        contents[name] = data
+    if len(contents) != len(golden.files) or golden_digest(contents) != golden.digest:
+        contents = {}
+    store.record_golden_set(GoldenSetRecord(golden.digest, now, files), contents)

@@ -22,6 +22,9 @@ Checks, in the order they are reported:
    between the largest matching smaller checkpoint and the checkpoint's size.
 
 The tree is always recomputed from the entries' bytes, never from the recorded hashes.
+``RECORD_CHANGED`` and ``RECORD_MISSING`` are reported by the store-side check
+(``verifier.auditlog.check_records``), which compares verdict and evidence rows with the
+entries recorded for them.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class ProblemKind(enum.Enum):
     CHECKPOINT_BEYOND_LOG = "checkpoint_beyond_log"
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     FORK = "fork"
+    RECORD_CHANGED = "record_changed"  # a verdict or evidence row differs from its entry
+    RECORD_MISSING = "record_missing"  # a verdict row deleted without retention purging it
 
 
 @dataclass(frozen=True)

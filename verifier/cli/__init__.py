@@ -19,13 +19,14 @@
     attest-verifier golden {lint,learn,explain,dry-run} ...
     attest-verifier golden reload --verifier ADDR | status --verifier ADDR
     attest-verifier certs {init,issue,server} ...
+    attest-verifier audit {init-key,verify,show,replay,proof,export,checkpoint} ...
 
 Commands that reach a running verifier take ``--verifier HOST:PORT --ca --cert --key`` (the
 caller port, mutual TLS) or ``--verifier unix:PATH`` (the operator socket).
 
 One module per command group (``serve``, ``devices``, ``golden``, ``eventlog``, ``token``,
-``operator``, ``lifecycle``); ``common`` holds what they share. No package below
-``verifier.cli`` imports it.
+``operator``, ``lifecycle``, ``certs``, ``audit``); ``common`` holds what they share. No package
+below ``verifier.cli`` imports it.
 DB is a SQLite file or a postgresql:// URL. DEVICE may be a unique prefix of a device id.
 Exit codes: 0 success, 1 a check failed, 2 the command could not run (see ``common``).
 """
@@ -36,7 +37,7 @@ import argparse
 from collections.abc import Sequence
 
 from verifier import config
-from verifier.cli import certs, devices, golden, lifecycle, operator, serve, token
+from verifier.cli import audit, certs, devices, golden, lifecycle, operator, serve, token
 from verifier.cli import eventlog as eventlog_cli
 from verifier.cli.common import add_common_flags, configure_logging, run
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.register(sub, golden_commands)
     certs.register(sub)
     lifecycle.register(sub)
+    audit.register(sub)
     config.add_config_option(parser)
     return parser
 

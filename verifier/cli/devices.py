@@ -18,6 +18,7 @@ import sys
 import time
 
 from verifier import lifecycle
+from verifier.auditlog import local_caller, record_operator_action
 from verifier.cli.common import Subparsers, iso, print_json, print_table, read_store, write_store
 from verifier.cli.judge import LocalJudge, add_golden_flag
 from verifier.currency import Currency, trusted
@@ -134,6 +135,13 @@ def cmd_approve_ak(ns: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        record_operator_action(
+            store,
+            local_caller(),
+            "approve_ak",
+            {"device_id": device_id, "ak_name": ns.ak_name},
+            time.time(),
+        )
     print(f"approved AK {ns.ak_name} for {device_id}")
     return 0
 

@@ -48,8 +48,9 @@ from types import FrameType
 
 import grpc
 
-from verifier import __version__, errors, sdnotify
+from verifier import __version__, auditlog, errors, sdnotify
 from verifier.app import Verifier, VerifierSettings, open_trust
+from verifier.audit.history import Retention
 from verifier.cli.common import Subparsers
 from verifier.cli.token import duration
 from verifier.enrollment.crl import STALE_POLICIES
@@ -61,7 +62,7 @@ from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden
 from verifier.service.server import Listen, Ports, build_server
-from verifier.store import open_store
+from verifier.store import Store, open_store
 from verifier.supervisor import check_port_exclusive, supervise
 from verifier.tls.credentials import ServerTls, TlsFiles
 from verifier.token import KeyRing
@@ -183,6 +184,7 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="a CRL past its nextUpdate: 'fail' (the devices below it cannot enroll or "
         "attest; the default) or 'warn'",
     )
+    _register_audit_flags(serve)
     serve.set_defaults(func=serve_command)
 
 
@@ -351,6 +353,7 @@ def _serve_until_stopped(
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    _start_audit(ns, store, stop)
     server.start()
     golden.watch(stop)
     if ns.port_file and first:
@@ -400,6 +403,36 @@ def _settings(ns: argparse.Namespace) -> VerifierSettings:
         token_ttl=ns.token_ttl,
         crl_stale=ns.crl_stale,
     )
+
+
+# ------------------------------------------------------------------ audit (issue 15)
+
+
+def _register_audit_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--audit-key",
+        type=Path,
+        help="checkpoint signing key ('attest-verifier audit init-key FILE'); without it the "
+        "log is kept but no checkpoints are signed",
+    )
+    serve.add_argument(
+        "--checkpoint-interval", type=float, default=60.0, help="seconds (default 60)"
+    )
+    serve.add_argument(
+        "--retention-age", type=float, help="keep attestation evidence this many seconds"
+    )
+    serve.add_argument("--retention-count", type=int, help="keep this many attestations per device")
+
+
+def _start_audit(ns: argparse.Namespace, store: Store, stop: threading.Event) -> None:
+    """Checkpoints (with --audit-key) and retention (with --retention-*), in one thread."""
+    signer = auditlog.load_signer(ns.audit_key) if ns.audit_key else None
+    retention = Retention(ns.retention_age, ns.retention_count)
+    if signer is None and not retention.bounded:
+        return
+    if signer is not None:
+        log.info("audit checkpoints signed by %s", signer.verifier().encode())
+    auditlog.start_background(store, stop, time.time, signer, retention, ns.checkpoint_interval)
 
 
 def _keys_dir(ns: argparse.Namespace) -> Path:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from verifier import errors
+from verifier.auditlog import record_enrollment, record_operator_action
 from verifier.currency import Revocations
 from verifier.enrollment.credential import check_proof, make_credential, new_secret
 from verifier.enrollment.crl import CrlSet
@@ -219,6 +220,7 @@ class Enrollment:
         if device is None:
             record = self._new_device(challenge, now)
             self.store.insert_device(record)
+            record_enrollment(self.store, record.device_id, "enrolled", now, _ak(challenge))
             if not record.approved:
                 log.warning(
                     "device %s enrolled and waits for approval (labels %s)",
@@ -240,10 +242,12 @@ class Enrollment:
                 )
             count = self.store.bump_enrollment(challenge.device_id, device.labels)
             log.info("device %s re-enrolled (%d times)", challenge.device_id, count)
+            record_enrollment(self.store, challenge.device_id, "reenrolled", now, _ak(challenge))
             if not device.approved:
                 raise self._waiting(device.device_id)
             return EnrollmentResult(challenge.device_id, EnrollmentOutcome.REENROLLED, count)
         self.store.set_pending_ak(challenge.device_id, challenge.ak_public, challenge.ak_name)
+        record_enrollment(self.store, challenge.device_id, "approval_required", now, _ak(challenge))
         refusal = errors.ApprovalRequired(
             f"device {challenge.device_id} is enrolled with another AK; an operator must run "
             f"'attest-verifier approve-ak {challenge.device_id} {challenge.ak_name.hex()}'"
@@ -260,7 +264,7 @@ class Enrollment:
         except errors.AttestationError:
             return None
 
-    def approve_ak(self, device_id: str, ak_name_hex: str) -> None:
+    def approve_ak(self, device_id: str, ak_name_hex: str, caller: str = "operator") -> None:
         try:
             ak_name = bytes.fromhex(ak_name_hex)
         except ValueError as exc:
@@ -272,6 +276,17 @@ class Enrollment:
                 f"device {device_id} has no pending AK named {ak_name_hex}"
             )
         log.warning("operator approved AK %s for device %s", ak_name_hex, device_id)
+        record_operator_action(
+            self.store,
+            caller,
+            "approve_ak",
+            {"device_id": device_id, "ak_name": ak_name_hex},
+            self.clock(),
+        )
+
+
+def _ak(challenge: EnrollmentChallenge) -> dict[str, str]:
+    return {"ak_name": challenge.ak_name.hex()}
 
 
 def _device_from(challenge: EnrollmentChallenge, now: float) -> DeviceRecord:

@@ -15,8 +15,9 @@ import grpc
 
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
-from verifier import __version__, errors
+from verifier import __version__, auditlog, errors
 from verifier.app import Verifier
+from verifier.audit import Checkpoint, parse_note
 from verifier.enrollment.flow import EnrollmentOutcome
 from verifier.golden.load import GoldenError, GoldenProblem
 from verifier.lifecycle import Revoked
@@ -246,8 +247,62 @@ class OperatorService(pb_grpc.OperatorServicer):
         self, request: pb.ApproveAkRequest, context: grpc.ServicerContext
     ) -> pb.ApproveAkResponse:
         refuse_unknown_fields(request)
-        self.v.enrollment.approve_ak(request.device_id, request.ak_name)
+        self.v.enrollment.approve_ak(request.device_id, request.ak_name, str(caller_of(context)))
         return pb.ApproveAkResponse(device_id=request.device_id)
+
+    # ------------------------------------------------------------ audit log (issue 15)
+
+    def _checkpoint_size(self, requested: int) -> int:
+        """``requested``, or the latest checkpoint's size (the log's head when none)."""
+        if requested:
+            return requested
+        note = self.v.store.latest_checkpoint()
+        if note is None:
+            return self.v.store.audit_head()[0]
+        return Checkpoint.parse(parse_note(note).text).size
+
+    @rpc
+    def GetAuditCheckpoint(
+        self, request: pb.GetAuditCheckpointRequest, context: grpc.ServicerContext
+    ) -> pb.AuditCheckpoint:
+        refuse_unknown_fields(request)
+        note = self.v.store.latest_checkpoint()
+        if note is None:
+            return pb.AuditCheckpoint()
+        size = Checkpoint.parse(parse_note(note).text).size
+        return pb.AuditCheckpoint(signed_note=note, tree_size=size)
+
+    @rpc
+    def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> pb.InclusionProof:
+        refuse_unknown_fields(request)
+        position = auditlog.position_of(self.v.store, request.verdict_id)
+        size = self._checkpoint_size(request.tree_size)
+        proof = auditlog.inclusion_proof(self.v.store, position, size)
+        return pb.InclusionProof(
+            position=proof.position,
+            tree_size=proof.size,
+            leaf_hash=proof.leaf_hash,
+            hashes=list(proof.proof),
+            entry=proof.entry,
+            root_hash=proof.root,
+        )
+
+    @rpc
+    def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> pb.ConsistencyProof:
+        refuse_unknown_fields(request)
+        new_size = self._checkpoint_size(request.new_size)
+        proof = auditlog.consistency_proof(self.v.store, request.old_size, new_size)
+        return pb.ConsistencyProof(
+            old_size=proof.old_size,
+            new_size=proof.new_size,
+            hashes=list(proof.proof),
+            old_root=proof.old_root,
+            new_root=proof.new_root,
+        )
 
     @rpc
     def ReloadGolden(

@@ -10,7 +10,8 @@
 - ``RelyingParty.CheckRollout`` and ``WatchVerdicts``: relying parties only. Rollout gating is
   the update servers' business, and streams hold a server thread each: they are reserved for
   the callers that need them (operators use ``ExplainDevice`` and ``ListDevices``).
-- ``Operator.*``: operators only (certificate or the operator socket).
+- ``Operator.*``: operators only (certificate or the operator socket), the audit log's
+  checkpoint and proof calls included.
 
 Order of checks for each call: the method is in the table (else PERMISSION_DENIED: fail
 closed, a new RPC is unreachable until someone decides who may call it); the caller is
@@ -78,6 +79,10 @@ POLICY: Mapping[str, frozenset[Role]] = {
     _m("Operator", "UndenyEk"): OPERATORS,
     _m("Operator", "RevokeAk"): OPERATORS,
     _m("Operator", "ListRevocations"): OPERATORS,
+    # The audit log (issue 15): operators, like every Operator method.
+    _m("Operator", "GetAuditCheckpoint"): OPERATORS,
+    _m("Operator", "GetConsistencyProof"): OPERATORS,
+    _m("Operator", "GetInclusionProof"): OPERATORS,
 }
 
 

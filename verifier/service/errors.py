@@ -11,6 +11,7 @@ import logging
 import grpc
 
 from verifier import errors
+from verifier.audit.errors import AuditRangeError
 from verifier.token.errors import KeyRingError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ _CODES: tuple[tuple[type[errors.AttestationError], grpc.StatusCode], ...] = (
     (errors.ReplayMismatch, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (AuditRangeError, grpc.StatusCode.OUT_OF_RANGE),
     (KeyRingError, grpc.StatusCode.INTERNAL),
 )
 

@@ -143,6 +143,57 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX device_changes_by_device ON device_changes (device_id, id)",
     ),
+    (  # 3 (audit): attestation history, the append-only audit log, checkpoints, golden files
+        """CREATE TABLE attested_aks (
+            digest BYTEA PRIMARY KEY,
+            ak_public BYTEA NOT NULL
+        )""",
+        """CREATE TABLE attestations (
+            sequence BIGINT PRIMARY KEY,
+            verdict_id TEXT NOT NULL UNIQUE,
+            device_id TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            evidence_digest TEXT NOT NULL,
+            audit_position BIGINT NOT NULL,
+            purged_at DOUBLE PRECISION,
+            nonce BYTEA,
+            quote BYTEA,
+            signature BYTEA,
+            pcr_values TEXT,
+            log_digest BYTEA REFERENCES evidence_logs (digest),
+            ak_digest BYTEA REFERENCES attested_aks (digest),
+            context TEXT
+        )""",
+        "CREATE INDEX attestations_by_device ON attestations (device_id, received_at)",
+        "CREATE INDEX attestations_by_log ON attestations (log_digest)",
+        """CREATE TABLE audit_log (
+            position BIGINT PRIMARY KEY CHECK (position >= 0),
+            entry BYTEA NOT NULL,
+            leaf_hash BYTEA NOT NULL,
+            root BYTEA NOT NULL
+        )""",
+        """CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""",
+        """CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+        """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+        """CREATE TABLE audit_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            size BIGINT NOT NULL,
+            subtrees BYTEA NOT NULL
+        )""",
+        """CREATE TABLE audit_checkpoints (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            size BIGINT NOT NULL,
+            note BYTEA NOT NULL,
+            signed_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE golden_files (
+            digest BYTEA PRIMARY KEY,
+            content BYTEA NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

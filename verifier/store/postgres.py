@@ -30,13 +30,15 @@ server after first use. psycopg (3.x) is imported only when this backend is open
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from verifier.errors import StoreUnavailable, UnknownDevice
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.store.auditsql import Run, audit_dialect
 from verifier.store.pgschema import SCHEMA_VERSION, VERDICT_LOCK, migrate
 from verifier.store.sql import (
+    VERDICT_COLUMNS,
     VERDICT_PARAMS,
     VERSION_QUERY,
     Params,
@@ -62,6 +64,15 @@ _STATEMENTS = dialect(
     false="FALSE",
 )
 
+_AUDIT_STATEMENTS = audit_dialect(
+    placeholder="%s",
+    in_sequences=" sequence = ANY(?)",
+    verdict_columns=VERDICT_COLUMNS,
+)
+# The audit log's order lock is the verdict sequence lock: one order for both.
+_ORDER_LOCK = f"SELECT pg_advisory_xact_lock({VERDICT_LOCK:d})"
+T = TypeVar("T")
+
 
 def _import_psycopg() -> Any:
     try:
@@ -84,6 +95,7 @@ def _redact(url: str) -> str:
 
 class PostgresStore(SqlStore[Any]):
     statements = _STATEMENTS
+    audit_statements = _AUDIT_STATEMENTS
 
     def __init__(
         self, url: str, limits: Limits = DEFAULT_LIMITS, *, read_only: bool = False
@@ -156,6 +168,27 @@ class PostgresStore(SqlStore[Any]):
             raise self._fail(op, conn, exc) from exc
         return counts
 
+    def _serialized(self, op: str, body: Callable[[Run], T], lock: bool = True) -> T:
+        """``body(run)`` in one transaction; with ``lock`` it first takes the advisory lock
+        that orders verdicts and log positions across replicas (held until commit)."""
+        conn = self._conn()
+
+        def run(sql: str, params: Params) -> list[Row]:
+            cursor = conn.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+
+        try:
+            with conn.transaction():
+                if lock:
+                    conn.execute(_ORDER_LOCK)
+                return body(run)
+        except self._psycopg.Error as exc:
+            raise self._fail(op, conn, exc) from exc
+
     @staticmethod
     def _device_list(device_ids: Sequence[str]) -> object:
         return [str(device_id) for device_id in device_ids]  # a text[] for ANY
+
+    @staticmethod
+    def _sequence_list(sequences: Sequence[int]) -> object:
+        return [int(s) for s in sequences]  # a bigint[] for ANY

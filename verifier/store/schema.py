@@ -146,6 +146,55 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) STRICT""",
         "CREATE INDEX device_changes_by_device ON device_changes (device_id, id)",
     ),
+    (  # 3 (audit): attestation history, the append-only audit log, checkpoints, golden files
+        """CREATE TABLE attested_aks (
+            digest BLOB PRIMARY KEY,
+            ak_public BLOB NOT NULL
+        ) STRICT""",
+        """CREATE TABLE attestations (
+            sequence INTEGER PRIMARY KEY,
+            verdict_id TEXT NOT NULL UNIQUE,
+            device_id TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            evidence_digest TEXT NOT NULL,
+            audit_position INTEGER NOT NULL,
+            purged_at REAL,
+            nonce BLOB,
+            quote BLOB,
+            signature BLOB,
+            pcr_values TEXT,
+            log_digest BLOB REFERENCES evidence_logs (digest),
+            ak_digest BLOB REFERENCES attested_aks (digest),
+            context TEXT
+        ) STRICT""",
+        "CREATE INDEX attestations_by_device ON attestations (device_id, received_at)",
+        "CREATE INDEX attestations_by_log ON attestations (log_digest)",
+        """CREATE TABLE audit_log (
+            position INTEGER PRIMARY KEY CHECK (position >= 0),
+            entry BLOB NOT NULL,
+            leaf_hash BLOB NOT NULL,
+            root BLOB NOT NULL
+        ) STRICT""",
+        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TABLE audit_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            size INTEGER NOT NULL,
+            subtrees BLOB NOT NULL
+        ) STRICT""",
+        """CREATE TABLE audit_checkpoints (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            size INTEGER NOT NULL,
+            note BLOB NOT NULL,
+            signed_at REAL NOT NULL
+        ) STRICT""",
+        """CREATE TABLE golden_files (
+            digest BLOB PRIMARY KEY,
+            content BLOB NOT NULL
+        ) STRICT""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -64,6 +64,7 @@ from verifier.records import (
     StoredEvidence,
 )
 from verifier.store import codec
+from verifier.store.auditsql import AuditSql, Run
 from verifier.verdict import BootEpoch, Verdict
 
 Row = tuple[Any, ...]
@@ -87,7 +88,7 @@ _CHALLENGE_COLUMNS = (
     "challenge_id, device_id, ek_public, ek_certificate, ek_not_after, ak_public, ak_name,"
     " labels, secret, expires_at, ek_intermediates"
 )
-_VERDICT_COLUMNS = (
+VERDICT_COLUMNS = _VERDICT_COLUMNS = (
     "sequence, verdict_id, device_id, status, reasons, profile, release_name, golden_digest,"
     " reset_count, restart_count, issued_at, expires_at, firmware_version, clock, safe, extra,"
     " supersession"
@@ -262,6 +263,8 @@ def dialect(
         purge_logs=(
             "DELETE FROM evidence_logs WHERE NOT EXISTS"
             " (SELECT 1 FROM evidence WHERE evidence.log_digest = evidence_logs.digest)"
+            " AND NOT EXISTS (SELECT 1 FROM attestations AS a"
+            " WHERE a.log_digest = evidence_logs.digest)"
         ),
         insert_revocation=q(
             "INSERT INTO revocations (kind, subject, device_id, reason, actor, at)"
@@ -347,7 +350,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # ------------------------------------------------------------------ the store
 
 
-class SqlStore(ABC, Generic[Conn]):
+class SqlStore(AuditSql, ABC, Generic[Conn]):
     """The ``Store`` methods both backends share; a subclass supplies the primitives."""
 
     statements: ClassVar[Statements]
@@ -522,10 +525,11 @@ class SqlStore(ABC, Generic[Conn]):
 
     # -------------------------------------------------------------- verdicts
 
-    def add_verdict(self, verdict: Verdict) -> Verdict:
+    def _insert_verdict(self, run: Run, verdict: Verdict) -> Verdict:
+        """Insert the verdict row inside the caller's transaction; the stored verdict."""
         verdict_id = secrets.token_hex(16)
         params = _verdict_params(replace(verdict, verdict_id=verdict_id, supersession=""))
-        rows = self._write("store verdict", self.statements.insert_verdict, params)
+        rows = run(self.statements.insert_verdict, params)
         return replace(verdict, verdict_id=verdict_id, sequence=int(rows[0][0]), supersession="")
 
     def add_supersession(self, verdict: Verdict, why: str) -> Verdict | None:
@@ -543,6 +547,10 @@ class SqlStore(ABC, Generic[Conn]):
         """Each device's latest verdict, unless a supersession event for it is stored."""
         rows = self._read("current verdicts", self.statements.latest_unsuperseded, ())
         return [_verdict(row) for row in rows]
+
+    @staticmethod
+    def _decode_verdict(row: Row) -> Verdict:
+        return _verdict(row)
 
     def latest_verdict(self, device_id: str) -> Verdict | None:
         rows = self._read("latest verdict", self.statements.device_verdicts, (device_id, 1))
@@ -596,13 +604,6 @@ class SqlStore(ABC, Generic[Conn]):
     def all_latest_evidence(self) -> Sequence[StoredEvidence]:
         rows = self._read("all evidence", self.statements.all_evidence, ())
         return [_evidence(row) for row in rows]
-
-    def record_golden_set(self, record: GoldenSetRecord) -> None:
-        self._write(
-            "record golden set",
-            self.statements.insert_golden,
-            (record.digest, record.loaded_at, codec.encode_str_map(record.files)),
-        )
 
     def golden_set(self, digest: str) -> GoldenSetRecord | None:
         rows = self._read("golden set", self.statements.select_golden, (digest,))
@@ -700,7 +701,8 @@ class SqlStore(ABC, Generic[Conn]):
         return [DeviceChange(*row) for row in rows]
 
     def purge_expired(self, now: float) -> int:
-        """Drop expired nonces and challenges (counted) and event logs no evidence refers to."""
+        """Drop expired nonces and challenges (counted) and event logs that neither the latest
+        evidence nor an unpurged attestation refers to."""
         nonces, challenges, _ = self._transaction(
             "purge expired",
             [

@@ -40,14 +40,17 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from verifier.errors import StoreUnavailable, UnknownDevice
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.store import codec
+from verifier.store.auditsql import Run, audit_dialect
 from verifier.store.schema import SCHEMA_VERSION, migrate
 from verifier.store.sql import (
+    VERDICT_COLUMNS,
     VERDICT_PARAMS,
     VERSION_QUERY,
     Params,
@@ -71,6 +74,13 @@ _STATEMENTS = dialect(
     verdict_rows=f"VALUES ({marks(VERDICT_PARAMS)})",
 )
 
+_AUDIT_STATEMENTS = audit_dialect(
+    placeholder="?",
+    in_sequences=" sequence IN (SELECT value FROM json_each(?))",
+    verdict_columns=VERDICT_COLUMNS,
+)
+T = TypeVar("T")
+
 # ------------------------------------------------------------------ errors
 
 
@@ -89,6 +99,7 @@ def _integrity(op: str, exc: sqlite3.IntegrityError) -> Exception:
 
 class SqliteStore(SqlStore[sqlite3.Connection]):
     statements = _STATEMENTS
+    audit_statements = _AUDIT_STATEMENTS
 
     def __init__(
         self,
@@ -242,9 +253,37 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             raise _unavailable(op, exc) from exc
         return counts
 
+    def _serialized(self, op: str, body: Callable[[Run], T], lock: bool = True) -> T:
+        """``body(run)`` in one ``BEGIN IMMEDIATE`` transaction: SQLite's single writer lock
+        serializes it against every other writer, of any process (``lock`` is always held)."""
+        conn = self._conn()
+
+        def run(sql: str, params: Params) -> list[Row]:
+            return conn.execute(sql, params).fetchall()
+
+        try:
+            with self._write_lock:
+                self._execute(conn, "BEGIN IMMEDIATE", ())
+                try:
+                    result = body(run)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.IntegrityError as exc:
+            raise _integrity(op, exc) from exc
+        except sqlite3.Error as exc:
+            raise _unavailable(op, exc) from exc
+        return result
+
     @staticmethod
     def _device_list(device_ids: Sequence[str]) -> object:
         return codec.encode_str_list(device_ids)  # a JSON array for json_each
+
+    @staticmethod
+    def _sequence_list(sequences: Sequence[int]) -> object:
+        return "[" + ",".join(str(int(s)) for s in sequences) + "]"
 
 
 # ------------------------------------------------------------------ open-time checks

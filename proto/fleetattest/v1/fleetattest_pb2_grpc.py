@@ -522,6 +522,21 @@ class OperatorStub:
                 request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsRequest.SerializeToString,
                 response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsResponse.FromString,
                 _registered_method=True)
+        self.GetAuditCheckpoint = channel.unary_unary(
+                '/fleetattest.v1.Operator/GetAuditCheckpoint',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetAuditCheckpointRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.AuditCheckpoint.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/fleetattest.v1.Operator/GetInclusionProof',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.InclusionProof.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/fleetattest.v1.Operator/GetConsistencyProof',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ConsistencyProof.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -613,6 +628,26 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditCheckpoint(self, request, context):
+        """The audit log (issue 15): the latest signed checkpoint (C2SP tlog-checkpoint), an
+        inclusion proof for a verdict's entry, a consistency proof between two tree sizes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -680,6 +715,21 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ListRevocations,
                     request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsRequest.FromString,
                     response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsResponse.SerializeToString,
+            ),
+            'GetAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditCheckpoint,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetAuditCheckpointRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.AuditCheckpoint.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.InclusionProof.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ConsistencyProof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1035,6 +1085,87 @@ class Operator:
             '/fleetattest.v1.Operator/ListRevocations',
             fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsRequest.SerializeToString,
             fleetattest_dot_v1_dot_fleetattest__pb2.ListRevocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/GetAuditCheckpoint',
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetAuditCheckpointRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.AuditCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/GetInclusionProof',
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetInclusionProofRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.InclusionProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/GetConsistencyProof',
+            fleetattest_dot_v1_dot_fleetattest__pb2.GetConsistencyProofRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.ConsistencyProof.FromString,
             options,
             channel_credentials,
             insecure,

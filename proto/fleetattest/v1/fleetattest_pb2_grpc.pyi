@@ -200,6 +200,12 @@ class OperatorStub:
     RevokeAk: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.RevokeAkRequest, _fleetattest_pb2.RevocationResponse]
     """Revoke a device's AK: its quotes are refused; a new AK needs approval."""
     ListRevocations: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.ListRevocationsRequest, _fleetattest_pb2.ListRevocationsResponse]
+    GetAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetAuditCheckpointRequest, _fleetattest_pb2.AuditCheckpoint]
+    """The audit log (issue 15): the latest signed checkpoint (C2SP tlog-checkpoint), an
+    inclusion proof for a verdict's entry, a consistency proof between two tree sizes.
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetInclusionProofRequest, _fleetattest_pb2.InclusionProof]
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetConsistencyProofRequest, _fleetattest_pb2.ConsistencyProof]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -225,6 +231,12 @@ class OperatorAsyncStub(OperatorStub):
     RevokeAk: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.RevokeAkRequest, _fleetattest_pb2.RevocationResponse]  # type: ignore[assignment]
     """Revoke a device's AK: its quotes are refused; a new AK needs approval."""
     ListRevocations: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.ListRevocationsRequest, _fleetattest_pb2.ListRevocationsResponse]  # type: ignore[assignment]
+    GetAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetAuditCheckpointRequest, _fleetattest_pb2.AuditCheckpoint]  # type: ignore[assignment]
+    """The audit log (issue 15): the latest signed checkpoint (C2SP tlog-checkpoint), an
+    inclusion proof for a verdict's entry, a consistency proof between two tree sizes.
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetInclusionProofRequest, _fleetattest_pb2.InclusionProof]  # type: ignore[assignment]
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetConsistencyProofRequest, _fleetattest_pb2.ConsistencyProof]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- operators"""
@@ -325,5 +337,29 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _fleetattest_pb2.ListRevocationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleetattest_pb2.ListRevocationsResponse, _abc.Awaitable[_fleetattest_pb2.ListRevocationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAuditCheckpoint(
+        self,
+        request: _fleetattest_pb2.GetAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.AuditCheckpoint, _abc.Awaitable[_fleetattest_pb2.AuditCheckpoint]]:
+        """The audit log (issue 15): the latest signed checkpoint (C2SP tlog-checkpoint), an
+        inclusion proof for a verdict's entry, a consistency proof between two tree sizes.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _fleetattest_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.InclusionProof, _abc.Awaitable[_fleetattest_pb2.InclusionProof]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _fleetattest_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.ConsistencyProof, _abc.Awaitable[_fleetattest_pb2.ConsistencyProof]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
