@@ -205,7 +205,7 @@ def test_new_device_under_approve_gets_no_verdict_until_an_operator_approves_it(
     assert code == 0
     assert device.attest(fleet.live.address).profile == "sim-gateway"
     code, out = run(["device", "history", device_id, "--db", db(fleet)], capsys)
-    assert code == 0 and "approved" in out and "local:" in out
+    assert code == 0 and "approved" in out and "local/" in out
 
 
 def test_profile_change_is_recorded_and_supersedes_the_verdict(fleet: Fleet, golden: Path) -> None:
@@ -311,7 +311,7 @@ def test_quote_signed_by_a_revoked_ak_is_refused(
         error.details()
     )
     code, out = run(["revocations", "--db", db(fleet)], capsys)
-    assert code == 0 and "key leaked" in out and "local:" in out
+    assert code == 0 and "key leaked" in out and "local/" in out
 
 
 # ------------------------------------------------------------------ currency on every path
@@ -509,3 +509,25 @@ def _fingerprint(fleet: Fleet, device: SimDevice) -> str:
     with Tpm.open(device.tpm.tcti) as tpm:
         ek = tpm.create_ek("rsa")
     return ek_fingerprint(parse_tpm2b_public(ek.public))
+
+
+def test_revocation_and_its_supersession_are_in_the_audit_log_with_the_caller(
+    fleet: Fleet, golden: Path
+) -> None:
+    """A revocation nobody can later deny: the operator action (who, from the certificate) and
+    the supersession it caused are entries of the tamper-evident log."""
+    from verifier.audit import EntryKind, LogEntry  # noqa: PLC0415
+
+    start(fleet, golden, EnrollmentPolicy.OPEN)
+    device = attested(fleet, "audited")
+    with operated(fleet) as op:
+        op.DecommissionDevice(
+            pb.DecommissionDeviceRequest(device_id=device.device_id, reason="scrapped")
+        )
+    entries = [LogEntry.from_canonical(e.data) for e in fleet.live.store.iter_audit_entries()]
+    [action] = [e for e in entries if e.kind is EntryKind.OPERATOR_ACTION]
+    assert action.fields["action"] == "revoke device"
+    assert str(action.fields["caller"]).startswith("operator/operator (")
+    [superseded] = [e for e in entries if e.kind is EntryKind.SUPERSESSION]
+    assert superseded.fields["device_id"] == device.device_id
+    assert "scrapped" in str(superseded.fields["superseded_by"])

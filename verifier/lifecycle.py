@@ -15,12 +15,12 @@ Invariants:
 
 from __future__ import annotations
 
-import getpass
 import logging
 import re
 from dataclasses import dataclass
 
 from verifier import errors
+from verifier.auditlog import local_caller, record_operator_action
 from verifier.currency import Revocations
 from verifier.enrollment.identity import PREFIX
 from verifier.limits import DEFAULT_LIMITS, Limits
@@ -44,11 +44,8 @@ class Revoked:
 
 
 def local_actor() -> str:
-    """Who runs a command on the store: the local user name."""
-    try:
-        return f"local:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name for this uid
-        return "local:unknown"
+    """Who runs a command on the store: the local user and host (as the audit log names it)."""
+    return local_caller()
 
 
 def check_reason(reason: str, limits: Limits = DEFAULT_LIMITS) -> str:
@@ -83,6 +80,13 @@ def _revoke(store: Store, record: RevocationRecord) -> Revoked:
         raise RevocationExists(f"{record.kind.value} {record.subject} is already revoked")
     log.warning(
         "%s %s revoked by %s: %s", record.kind.value, record.subject, record.actor, record.reason
+    )
+    record_operator_action(
+        store,
+        record.actor,
+        f"revoke {record.kind.value}",
+        {"subject": record.subject, "device_id": record.device_id, "reason": record.reason},
+        record.at,
     )
     superseded = 0
     if record.device_id and store.get_device(record.device_id) is not None:
@@ -122,6 +126,9 @@ def undeny_ek(store: Store, fingerprint: str, reason: str, actor: str, now: floa
     lifted = store.lift_revocation(RevocationKind.EK, value, actor, check_reason(reason), now)
     if lifted:
         log.warning("EK %s undenied by %s: %s", value, actor, reason)
+        record_operator_action(
+            store, actor, "undeny ek", {"subject": value, "reason": reason.strip()}, now
+        )
     return lifted
 
 
@@ -173,6 +180,9 @@ def approve_device(
     if not store.approve_device(change):
         raise errors.EnrollmentRefused(f"device {device_id} is not waiting for approval")
     log.warning("device %s approved by %s with profile %s", device_id, actor, profile)
+    record_operator_action(
+        store, actor, "approve device", {"device_id": device_id, "profile": profile}, now
+    )
 
 
 def set_profile(
@@ -189,6 +199,18 @@ def set_profile(
         device_id, "profile", device.profile, profile, actor, now, check_reason(reason)
     )
     store.set_device_profile(change)
+    record_operator_action(
+        store,
+        actor,
+        "set profile",
+        {
+            "device_id": device_id,
+            "before": device.profile,
+            "after": profile,
+            "reason": change.reason,
+        },
+        now,
+    )
     log.warning(
         "device %s bound to profile %s (was %s) by %s: %s",
         device_id,

@@ -175,6 +175,20 @@ def verdict_entry(verdict: Verdict, evidence: str) -> LogEntry:
     )
 
 
+def supersession_entry(event: Verdict, why: str, when: float) -> LogEntry:
+    """A verdict that stopped being current (its stream event's ``sequence``) and why."""
+    return LogEntry(
+        EntryKind.SUPERSESSION,
+        entry_time(when),
+        {
+            "device_id": event.device_id,
+            "verdict_id": event.verdict_id,
+            "superseded_by": why,
+            "sequence": event.sequence,
+        },
+    )
+
+
 def golden_entry(
     golden_digest: str, change: str, files: Mapping[str, str], loaded_at: float
 ) -> LogEntry:

@@ -44,12 +44,14 @@ import hashlib
 import os
 import secrets
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from verifier.audit.history import supersession_entry
 from verifier.errors import LimitExceeded, StoreUnavailable, UnknownDevice
 from verifier.limits import Limits
 from verifier.records import (
@@ -538,10 +540,17 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
         if not why:
             raise ValueError("a supersession needs its reason")
         event = replace(verdict, supersession=why)
-        rows = self._write(
-            "store supersession", self.statements.insert_supersession, _verdict_params(event)
-        )
-        return replace(event, sequence=int(rows[0][0])) if rows else None
+
+        def body(run: Run) -> Verdict | None:
+            rows = run(self.statements.insert_supersession, _verdict_params(event))
+            if not rows:
+                return None
+            stored = replace(event, sequence=int(rows[0][0]))
+            self._append_locked(run, supersession_entry(stored, why, time.time()))
+            return stored
+
+        # the event and its audit log entry in one transaction, in log order
+        return self._serialized("store supersession", body)
 
     def latest_unsuperseded_verdicts(self) -> Sequence[Verdict]:
         """Each device's latest verdict, unless a supersession event for it is stored."""
