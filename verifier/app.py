@@ -34,7 +34,9 @@ from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
 from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
 from verifier.limits import DEFAULT_LIMITS, Limits
-from verifier.livegolden import LiveGolden
+from verifier.livegolden import LiveGolden, ReloadResult
+from verifier.metrics import Coverage, FreshnessFailure, VerifierMetrics
+from verifier.observe import coverage_of
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
     DeviceRecord,
@@ -42,6 +44,7 @@ from verifier.store.base import (
     Store,
     StoredEvidence,
 )
+from verifier.store.instrumented import InstrumentedStore
 from verifier.token import KeyRing, TokenExpired, issue_token
 from verifier.verdict import Freshness, Verdict
 
@@ -86,7 +89,12 @@ class Verifier:
         keyring: KeyRing,
         settings: VerifierSettings = VerifierSettings(),
         clock: Clock = time.time,
+        metrics: VerifierMetrics | None = None,
     ) -> None:
+        """``metrics``: the process's one ``VerifierMetrics`` (a private one by default);
+        every store call goes through ``InstrumentedStore`` and is timed on it."""
+        self.metrics = metrics if metrics is not None else VerifierMetrics()
+        store = InstrumentedStore(store, self.metrics)
         self.store = store
         self.keyring = keyring
         self.trust = trust
@@ -101,6 +109,13 @@ class Verifier:
         self.enrollment = Enrollment(
             store, trust, allowlist, clock, settings.enrollment_ttl, settings.limits
         )
+        live = golden.current()
+        self.metrics.golden_reload(True, live.profile_set.digest, live.loaded_at)
+        golden.on_reload = self._golden_reloaded
+
+    def _golden_reloaded(self, result: ReloadResult) -> None:
+        ok = not result.problems
+        self.metrics.golden_reload(ok, result.digest, self.golden.current().loaded_at)
 
     # ------------------------------------------------------------ attestation
 
@@ -127,6 +142,8 @@ class Verifier:
         now = self.clock()
         issued = self.store.consume_nonce(evidence.device_id, evidence.nonce, now)
         if issued is None:
+            # The store cannot tell expired from reused from never issued: one kind.
+            self.metrics.freshness_failure(FreshnessFailure.NONCE_REJECTED)
             raise errors.NonceMismatch(
                 "the nonce was not issued to this device, has expired, or was already used"
             )
@@ -148,8 +165,16 @@ class Verifier:
             limits=self.settings.limits,
             log_cache=self._log_cache,
         )
-        verdict = appraise(evidence, ctx, now)
+        started = time.perf_counter()
+        try:
+            verdict = appraise(evidence, ctx, now)
+        except errors.StaleEvidence:
+            self.metrics.freshness_failure(FreshnessFailure.STALE_EVIDENCE)
+            raise
+        finally:
+            self.metrics.appraisal_seconds(time.perf_counter() - started)
         stored = self.store.add_verdict(verdict)
+        self.metrics.attestation(stored.status, [r.code for r in stored.reasons])
         self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
             self._verdict_added.notify_all()
@@ -160,6 +185,12 @@ class Verifier:
             stored.profile,
             stored.release or "-",
             len(stored.reasons),
+            extra={
+                "device_id": device.device_id,
+                "verdict_id": stored.verdict_id,
+                "status": stored.status.value,
+                "reasons": [r.code for r in stored.reasons],
+            },
         )
         return stored, self.token_for(stored, device=device)
 
@@ -241,11 +272,13 @@ class Verifier:
         self._device(device_id)
         verdict = self.store.latest_verdict(device_id)
         if verdict is None:
-            return check_rollout(None, None, None, target, max_age, self.clock()), None
-        profile = self.golden.current().profile_set.profile(verdict.profile)
-        decision = check_rollout(
-            verdict, self.freshness(verdict), profile, target, max_age, self.clock()
-        )
+            decision = check_rollout(None, None, None, target, max_age, self.clock())
+        else:
+            profile = self.golden.current().profile_set.profile(verdict.profile)
+            decision = check_rollout(
+                verdict, self.freshness(verdict), profile, target, max_age, self.clock()
+            )
+        self.metrics.rollout_decision(decision.allow, [r.code for r in decision.reasons])
         return decision, verdict
 
     def verdicts_after(
@@ -280,6 +313,12 @@ class Verifier:
 
     def devices(self) -> Sequence[DeviceRecord]:
         return self.store.list_devices()
+
+    def coverage(self) -> Coverage:
+        """Fleet coverage now: the store's counts, supersession judged by the live golden set."""
+        now = self.clock()
+        counts = self.store.latest_verdict_counts(now)
+        return coverage_of(counts, self.golden.current().profile_set, now)
 
     # ------------------------------------------------------------ helpers
 

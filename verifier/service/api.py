@@ -2,15 +2,22 @@
 
 Each method: refuse unknown fields, convert, call the application, convert back. Errors are
 mapped to status codes in ``verifier.service.errors`` only.
+
+Every unary method runs inside ``rpc``: it is counted in flight and timed
+(``fleetattest_rpcs_in_flight``, ``fleetattest_rpc_duration_seconds`` by method name), and an
+exception is counted as a refusal by error type (``verifier.metrics.refusal_for``, which
+mirrors the status mapping) and logged with the RPC, the caller, the device and the duration.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -20,6 +27,8 @@ from verifier import __version__, errors
 from verifier.app import Verifier
 from verifier.enrollment.flow import EnrollmentOutcome
 from verifier.golden.load import GoldenError, GoldenProblem
+from verifier.metrics import EnrollmentResult, Refusal, refusal_for
+from verifier.service.authz import caller_of
 from verifier.service.convert import (
     STATUS_TO_PB,
     reason_to_pb,
@@ -30,9 +39,16 @@ from verifier.service.convert import (
 from verifier.service.convert import evidence_from as _evidence_from
 from verifier.service.errors import abort
 
+log = logging.getLogger(__name__)
+
 WATCH_POLL_SECONDS = 1.0  # how often a stream looks for other replicas' verdicts
 
-Svc = TypeVar("Svc")
+
+class _Service(Protocol):
+    v: Verifier
+
+
+Svc = TypeVar("Svc", bound=_Service)
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Svc, Req, grpc.ServicerContext], Resp]
@@ -41,20 +57,56 @@ _OUTCOME = {
     EnrollmentOutcome.ENROLLED: pb.ENROLLMENT_OUTCOME_ENROLLED,
     EnrollmentOutcome.REENROLLED: pb.ENROLLMENT_OUTCOME_REENROLLED,
 }
+_ENROLLMENT_RESULT = {
+    EnrollmentOutcome.ENROLLED: EnrollmentResult.ENROLLED,
+    EnrollmentOutcome.REENROLLED: EnrollmentResult.REENROLLED,
+}
+
+
+def rpc_fields(
+    rpc_name: str, request: object, context: grpc.ServicerContext, started: float
+) -> dict[str, object]:
+    """The structured log fields of one RPC (``verifier.logjson.FIELDS``)."""
+    fields: dict[str, object] = {
+        "rpc": rpc_name,
+        "caller": str(caller_of(context)),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    device_id = getattr(request, "device_id", "")
+    if isinstance(device_id, str) and device_id:
+        fields["device_id"] = device_id
+    return fields
 
 
 def rpc(method: Handler[Svc, Req, Resp]) -> Handler[Svc, Req, Resp]:
-    """Map every exception to a status code, in one place."""
+    """Time, count and log the call; map every exception to a status code, in one place."""
+    name = method.__name__
 
     @functools.wraps(method)
     def wrapper(self: Svc, request: Req, context: grpc.ServicerContext) -> Resp:
-        try:
-            return method(self, request, context)
-        except Exception as exc:
-            abort(context, exc, method.__name__)
-            raise  # unreachable: abort raises
+        metrics = self.v.metrics
+        started = time.perf_counter()
+        with metrics.rpc_in_flight(name):
+            try:
+                response = method(self, request, context)
+            except Exception as exc:
+                metrics.refusal(name, refusal_for(exc))
+                abort(context, exc, name, rpc_fields(name, request, context, started))
+                raise  # unreachable: abort raises
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s done", name, extra=rpc_fields(name, request, context, started))
+        return response
 
     return wrapper
+
+
+def _enrollment_refused(service: _Service, exc: Exception) -> None:
+    outcome = (
+        EnrollmentResult.APPROVAL_REQUIRED
+        if isinstance(exc, errors.ApprovalRequired)
+        else EnrollmentResult.REFUSED
+    )
+    service.v.metrics.enrollment(outcome)
 
 
 def problem_to_pb(problem: GoldenProblem) -> pb.GoldenProblem:
@@ -76,12 +128,16 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.StartEnrollmentRequest, context: grpc.ServicerContext
     ) -> pb.StartEnrollmentResponse:
         refuse_unknown_fields(request)
-        started = self.v.enrollment.start(
-            ek_certificate=request.ek_certificate,
-            ek_public=request.ek_public,
-            ak_public=request.ak_public,
-            labels=dict(request.labels),
-        )
+        try:
+            started = self.v.enrollment.start(
+                ek_certificate=request.ek_certificate,
+                ek_public=request.ek_public,
+                ak_public=request.ak_public,
+                labels=dict(request.labels),
+            )
+        except (errors.EnrollmentRefused, errors.ActivationFailed) as exc:
+            _enrollment_refused(self, exc)
+            raise
         return pb.StartEnrollmentResponse(
             device_id=started.device_id,
             challenge_id=started.challenge_id,
@@ -95,7 +151,12 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.FinishEnrollmentRequest, context: grpc.ServicerContext
     ) -> pb.FinishEnrollmentResponse:
         refuse_unknown_fields(request)
-        result = self.v.enrollment.finish(request.challenge_id, request.proof)
+        try:
+            result = self.v.enrollment.finish(request.challenge_id, request.proof)
+        except (errors.EnrollmentRefused, errors.ActivationFailed) as exc:
+            _enrollment_refused(self, exc)
+            raise
+        self.v.metrics.enrollment(_ENROLLMENT_RESULT[result.outcome])
         return pb.FinishEnrollmentResponse(
             device_id=result.device_id,
             outcome=_OUTCOME[result.outcome],
@@ -171,25 +232,40 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
         Resumable: a client that reconnects with the last ``sequence`` it saw misses nothing,
         whichever replica stored the verdicts (the store's sequence is the cursor).
         """
+        metrics = self.v.metrics
         if not self._watchers.acquire(blocking=False):
+            metrics.refusal("WatchVerdicts", Refusal.SHED_LOAD)
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "too many verdict streams on this verifier; retry later or on another replica",
             )
+        metrics.stream_opened()
+        started = time.perf_counter()
         try:
             refuse_unknown_fields(request)
             cursor = request.after_sequence
             devices = list(request.device_ids)
+            live = False  # the backlog first; after its end every verdict is a new event
             while context.is_active():
                 batch = self.v.verdicts_after(cursor, devices, request.profile)
                 for verdict in batch:
                     cursor = verdict.sequence
                     yield verdict_to_pb(verdict, self.v.freshness(verdict))
+                    if live:
+                        metrics.revocation_propagation(self.v.clock() - verdict.issued_at)
                 if not batch:
+                    live = True
                     self.v.wait_for_verdicts(WATCH_POLL_SECONDS)
         except Exception as exc:
-            abort(context, exc, "WatchVerdicts")
+            metrics.refusal("WatchVerdicts", refusal_for(exc))
+            abort(
+                context,
+                exc,
+                "WatchVerdicts",
+                rpc_fields("WatchVerdicts", request, context, started),
+            )
         finally:
+            metrics.stream_closed()
             self._watchers.release()
 
 

@@ -58,6 +58,8 @@ from verifier.store.base import (
     EnrollmentChallenge,
     GoldenSetRecord,
     IssuedNonce,
+    LatestVerdictCounts,
+    LatestVerdictGroup,
     StoredEvidence,
 )
 from verifier.verdict import BootEpoch, Verdict
@@ -133,6 +135,22 @@ class Statements:
     purge_nonces: str
     purge_challenges: str
     purge_logs: str
+    ping: str
+    count_devices: str
+    latest_verdict_counts: str
+
+
+# Coverage: the latest verdict of each device (its highest sequence), counted by what decides
+# its freshness. One index seek per device on verdicts_by_device (device_id, sequence) finds
+# the max, a primary-key lookup reads the row: O(devices x log verdicts), never a scan of the
+# history, and the result has one row per (status, profile, release, live) group.
+_LATEST_VERDICT_COUNTS = (
+    "SELECT v.status, v.profile, v.release_name,"
+    " CASE WHEN v.expires_at > ? THEN 1 ELSE 0 END AS live, count(*)"
+    " FROM devices AS d JOIN verdicts AS v ON v.sequence ="
+    " (SELECT max(w.sequence) FROM verdicts AS w WHERE w.device_id = d.device_id)"
+    " GROUP BY v.status, v.profile, v.release_name, live"
+)
 
 
 def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: str) -> Statements:
@@ -219,6 +237,9 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
             "DELETE FROM evidence_logs WHERE NOT EXISTS"
             " (SELECT 1 FROM evidence WHERE evidence.log_digest = evidence_logs.digest)"
         ),
+        ping="SELECT 1",
+        count_devices="SELECT count(*) FROM devices",
+        latest_verdict_counts=q(_LATEST_VERDICT_COUNTS),
     )
 
 
@@ -544,6 +565,28 @@ class SqlStore(ABC, Generic[Conn]):
             ],
         )
         return nonces + challenges
+
+    # -------------------------------------------------------------- health and coverage
+
+    def ping(self) -> None:
+        """One round trip to the database; ``StoreUnavailable`` when it does not answer."""
+        self._read("ping", self.statements.ping, ())
+
+    def latest_verdict_counts(self, now: float) -> LatestVerdictCounts:
+        """Enrolled devices, and their latest verdicts counted by group (see the SQL)."""
+        enrolled = int(self._read("count devices", self.statements.count_devices, ())[0][0])
+        rows = self._read("coverage", self.statements.latest_verdict_counts, (now,))
+        groups = tuple(
+            LatestVerdictGroup(
+                status=codec.decode_status(row[0]),
+                profile=str(row[1]),
+                release=str(row[2]),
+                live=bool(row[3]),
+                devices=int(row[4]),
+            )
+            for row in rows
+        )
+        return LatestVerdictCounts(enrolled, groups)
 
 
 # ------------------------------------------------------------------ row decoders
