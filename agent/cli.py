@@ -6,12 +6,15 @@
 
 ``run`` enrolls if needed, attests, then re-attests at about two thirds of each verdict's
 lifetime (with jitter), backing off with jitter while the verifier is unreachable or busy,
-until SIGTERM. ``attest`` exits 0 only for an affirming verdict.
+until SIGTERM. ``attest`` exits 0 only for an affirming verdict. ``run --status-file PATH``
+and ``--metrics-textfile PATH.prom`` keep the agent's state for node monitoring
+(``agent.status``): last verdict, next attestation, last error.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import random
 import signal
@@ -28,6 +31,7 @@ from agent import __version__
 from agent.backoff import Backoff, Stopped, is_transient
 from agent.flows import DEFAULT_EVENT_LOG, AgentConfig, attest_once, enroll
 from agent.state import StateError
+from agent.status import StatusReporter
 from agent.tpm import TpmError
 from fleetattest.v1 import fleetattest_pb2 as pb
 
@@ -58,8 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    func = ns.func
+    if ns.command == "run":
+        func = functools.partial(
+            cmd_run, reporter=StatusReporter(ns.status_file, ns.metrics_textfile)
+        )
     try:
-        return int(ns.func(config, stop))
+        return int(func(config, stop))
     except Stopped:
         return 0
     except grpc.RpcError as exc:
@@ -100,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help="forget the saved AK and enroll a new one (after a TPM clear); "
                 "an operator must approve it",
             )
+        if name == "run":
+            p.add_argument("--status-file", type=Path, help="keep the agent's state here (JSON)")
+            p.add_argument(
+                "--metrics-textfile",
+                type=Path,
+                help="keep the agent's state here for node-exporter's textfile collector (.prom)",
+            )
         p.set_defaults(func=func)
     return parser
 
@@ -124,7 +140,10 @@ def cmd_attest(config: AgentConfig, stop: threading.Event) -> int:
     return 0 if verdict.status == pb.STATUS_AFFIRMING else 1
 
 
-def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
+def cmd_run(
+    config: AgentConfig, stop: threading.Event, reporter: StatusReporter | None = None
+) -> int:
+    reporter = reporter or StatusReporter()
     rng = random.Random()
     backoff = Backoff()
     device_id = enroll(config, stop)
@@ -138,9 +157,12 @@ def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
                 device_id = enroll(config, stop, force=True)
                 continue
             if not is_transient(exc) and exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                reporter.error(exc.code().name, str(exc.details()), None, time.time())
                 raise
             wait = backoff.delay(attempt, rng)
             attempt += 1
+            now = time.time()
+            reporter.error(exc.code().name, str(exc.details()), now + wait, now)
             log.warning(
                 "attestation failed (%s: %s); retry in %.1fs", exc.code().name, exc.details(), wait
             )
@@ -148,7 +170,10 @@ def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
             continue
         attempt = 0
         log.info("verdict: %s", format_verdict(verdict).splitlines()[0])
-        stop.wait(next_attestation_in(verdict, time.time(), rng))
+        now = time.time()
+        wait = next_attestation_in(verdict, now, rng)
+        reporter.verdict(verdict, now + wait, now)
+        stop.wait(wait)
     return 0
 
 

@@ -4,7 +4,9 @@
 judging supersession exactly as ``Verifier.freshness`` does (a live verdict of a release that
 is gone from its profile, revoked or past its ``not_after`` is superseded). ``key_rotation``
 reads the signing key's age from its file's modification time (a rotation writes a new file)
-and the time left until the last retired key leaves the JWKS.
+and the time left until the last retired key leaves the JWKS. ``check_golden_usable`` is the
+health check's golden half: a live set none of whose releases can affirm a device now (all
+revoked or retired) is no valid policy.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from verifier.golden.model import GoldenSet
+from verifier.livegolden import LiveGolden
 from verifier.metrics import Coverage
 from verifier.store.base import LatestVerdictCounts, LatestVerdictGroup
 from verifier.token import KeyRing
@@ -60,3 +63,29 @@ def key_rotation(keyring: KeyRing, now: float) -> KeyRotation:
     age = now - os.stat(path).st_mtime
     left = max((r.retire_by - now for r in keyring.retired), default=0.0)
     return KeyRotation(max(0.0, age), max(0.0, left))
+
+
+class GoldenUnusable(Exception):
+    """The live golden set can affirm no device now (the health check fails with it)."""
+
+
+def usable_releases(golden: GoldenSet, now: float) -> int:
+    """Releases that can still affirm a device: not revoked and not past ``not_after``."""
+    return sum(
+        1
+        for profile in golden.profiles
+        for release in profile.releases
+        if not release.revoked and (release.not_after is None or now <= release.not_after)
+    )
+
+
+def check_golden_usable(golden: LiveGolden, now: float) -> None:
+    """Raise ``GoldenUnusable`` when the live set has no profile or no usable release."""
+    live = golden.current().profile_set
+    if not live.profiles:
+        raise GoldenUnusable(f"golden set {live.digest} has no profile")
+    if usable_releases(live, now) == 0:
+        raise GoldenUnusable(
+            f"golden set {live.digest}: every release is revoked or retired; no device can"
+            " be affirmed"
+        )

@@ -1,6 +1,6 @@
 """``devices``, ``verdict show`` and ``approve-ak``: the fleet as the store records it.
 
-    attest-verifier devices --db DB [--json]
+    attest-verifier devices --db DB [--json]     (with each device's last attestation)
     attest-verifier verdict show DEVICE --db DB [--history N] [--json]
     attest-verifier approve-ak DEVICE AK_NAME --db DB
 
@@ -52,7 +52,18 @@ def cmd_devices(ns: argparse.Namespace) -> int:
     if ns.json:
         print_json({"devices": [device_document(d, v, now) for d, v in listed]})
         return 0
-    rows = [("DEVICE", "LABELS", "ENROLLED", "STATUS", "FRESHNESS", "RELEASE", "PENDING AK")]
+    rows = [
+        (
+            "DEVICE",
+            "LABELS",
+            "ENROLLED",
+            "LAST ATTESTED",
+            "STATUS",
+            "FRESHNESS",
+            "RELEASE",
+            "PENDING AK",
+        )
+    ]
     for device, latest in listed:
         labels = ",".join(f"{k}={v}" for k, v in sorted(device.labels.items()))
         rows.append(
@@ -60,6 +71,7 @@ def cmd_devices(ns: argparse.Namespace) -> int:
                 device.device_id,
                 labels,
                 str(device.enrollment_count),
+                iso(latest.issued_at) if latest else "never",
                 latest.status.value if latest else "-",
                 latest.freshness(now).value if latest else "-",
                 (latest.release or "-") if latest else "-",
@@ -117,6 +129,8 @@ def device_document(device: DeviceRecord, latest: Verdict | None, now: float) ->
         "enrolled_at": iso(device.enrolled_at),
         "ak_name": device.ak_name.hex(),
         "pending_ak_name": device.pending_ak_name.hex() or None,
+        "last_attested_at": iso(latest.issued_at) if latest else None,
+        "last_status": latest.status.value if latest else None,
         "latest_verdict": verdict_document(latest, now) if latest else None,
     }
 

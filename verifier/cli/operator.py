@@ -1,11 +1,13 @@
 """Operator commands that talk to a running verifier over its Operator gRPC service.
 
-    attest-verifier status --verifier HOST:PORT          the live golden digest, refused reloads
+    attest-verifier status --verifier HOST:PORT          health, golden digest, refused edits
     attest-verifier golden reload --verifier HOST:PORT   validate and swap the golden set now
 
 ``golden reload`` exits 0 when the set on disk is live (swapped now or already), 1 when it was
 refused (the problems are printed as ``file:line:column: message``; the last valid set keeps
-serving), 2 when the verifier cannot be reached.
+serving), 2 when the verifier cannot be reached. ``status`` asks the standard gRPC health
+service first (anyone may) and exits 1 when the verifier says NOT_SERVING (its store does not
+answer or its golden set has no usable release) or has refused golden edits.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from datetime import UTC, datetime
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
@@ -41,19 +44,25 @@ def _problem(problem: pb.GoldenProblem) -> str:
 def cmd_status(ns: argparse.Namespace) -> int:
     try:
         with grpc.insecure_channel(ns.verifier) as ch:
+            health = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10
+            )
             status = pb_grpc.OperatorStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10)
     except grpc.RpcError as exc:
         print(
             f"attest-verifier: {ns.verifier}: {exc.code().name}: {exc.details()}", file=sys.stderr
         )
         return 2
+    serving = health.status == health_pb2.HealthCheckResponse.SERVING
+    health_name = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
     loaded = datetime.fromtimestamp(status.golden_loaded_at.seconds, UTC).isoformat()
+    print(f"health        {health_name}")
     print(f"version       {status.version}")
     print(f"golden set    {status.golden_digest} (live since {loaded})")
     print(f"devices       {status.devices}")
     for problem in status.golden_problems:
         print(f"refused edit  {_problem(problem)}")
-    return 1 if status.golden_problems else 0
+    return 1 if status.golden_problems or not serving else 0
 
 
 def cmd_reload(ns: argparse.Namespace) -> int:

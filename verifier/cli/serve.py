@@ -9,6 +9,14 @@ broken; expired nonces and challenges are purged and the signing key ring re-rea
 ``--processes N`` forks N servers before any gRPC state exists, each binding the same port
 with SO_REUSEPORT (the kernel spreads connections): the way past the GIL, one per core. They
 share the store, so a nonce issued by one is consumed exactly once by any.
+
+Observability (``verifier.metrics``, ``verifier.metrics_http``, ``verifier.service.health``):
+``--metrics-listen HOST:PORT`` (off by default) serves /metrics, loopback only unless a TLS
+certificate and key are given (or plaintext is allowed explicitly). With ``--processes N``
+the parent switches to multiprocess metrics before forking, serves the sum of the workers'
+files itself and marks each reaped worker dead; the first worker alone refreshes the
+coverage gauges. Every process serves the gRPC health service: NOT_SERVING while the store
+does not answer or the golden set has no usable release, SERVING again by itself.
 """
 
 from __future__ import annotations
@@ -17,8 +25,10 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +40,18 @@ from verifier.cli.common import Subparsers
 from verifier.enrollment.ekchain import TrustConfigError
 from verifier.golden.load import GoldenError
 from verifier.livegolden import LiveGolden
+from verifier.metrics import CoverageRefresher, VerifierMetrics
+from verifier.metrics_http import (
+    MetricsListenRefused,
+    MetricsServer,
+    check_listen,
+    enable_multiprocess,
+    mark_worker_dead,
+    multiprocess_registry,
+    start_metrics_server,
+)
+from verifier.observe import check_golden_usable, key_rotation
+from verifier.service.health import HealthMonitor, all_of
 from verifier.service.server import build_server
 from verifier.store import open_store
 from verifier.token import KeyRing
@@ -66,6 +88,31 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="server processes sharing the port with SO_REUSEPORT (default 1; one per core)",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http(s)://HOST:PORT/metrics (default: off; loopback"
+        " only unless --metrics-cert/--metrics-key or --metrics-allow-plaintext)",
+    )
+    serve.add_argument("--metrics-cert", type=Path, help="TLS certificate of the metrics listener")
+    serve.add_argument("--metrics-key", type=Path, help="TLS key of the metrics listener")
+    serve.add_argument(
+        "--metrics-allow-plaintext",
+        action="store_true",
+        help="allow plain HTTP metrics on a non-loopback address (a private scrape network)",
+    )
+    serve.add_argument(
+        "--coverage-interval",
+        type=float,
+        default=60.0,
+        help="seconds between refreshes of the coverage gauges (default %(default)s)",
+    )
+    serve.add_argument(
+        "--health-interval",
+        type=float,
+        default=5.0,
+        help="seconds between health checks of the store and golden set (default %(default)s)",
+    )
     serve.set_defaults(func=serve_command)
 
 
@@ -73,6 +120,17 @@ def serve_command(ns: argparse.Namespace) -> int:
     if ns.processes < 1:
         print("attest-verifier: --processes must be at least 1", file=sys.stderr)
         return 2
+    if ns.coverage_interval <= 0 or ns.health_interval <= 0:
+        print(
+            "attest-verifier: the coverage and health intervals must be positive", file=sys.stderr
+        )
+        return 2
+    if ns.metrics_listen:
+        try:
+            _check_metrics(ns)
+        except MetricsListenRefused as exc:
+            print(f"attest-verifier: {exc}", file=sys.stderr)
+            return 2
     if ns.processes == 1:
         return serve_one(ns, reuse_port=False)
     if ns.listen.rpartition(":")[2] in ("", "0"):
@@ -81,17 +139,65 @@ def serve_command(ns: argparse.Namespace) -> int:
     return _serve_workers(ns)
 
 
+def _check_metrics(ns: argparse.Namespace) -> None:
+    check_listen(
+        ns.metrics_listen,
+        ns.metrics_cert,
+        ns.metrics_key,
+        allow_plaintext=ns.metrics_allow_plaintext,
+    )
+
+
+def _start_metrics(ns: argparse.Namespace, metrics: VerifierMetrics) -> MetricsServer | None:
+    if not ns.metrics_listen:
+        return None
+    server = start_metrics_server(
+        ns.metrics_listen,
+        metrics.registry,
+        ns.metrics_cert,
+        ns.metrics_key,
+        allow_plaintext=ns.metrics_allow_plaintext,
+    )
+    log.info("metrics on %s (port %d)", ns.metrics_listen, server.port)
+    return server
+
+
 def _serve_workers(ns: argparse.Namespace) -> int:
+    metrics_dir: Path | None = None
+    if ns.metrics_listen:
+        # Before any fork and before any VerifierMetrics exists (see verifier.metrics_http).
+        metrics_dir = Path(tempfile.mkdtemp(prefix="attest-verifier-metrics-"))
+        enable_multiprocess(metrics_dir)
+    try:
+        return _fork_workers(ns, metrics_dir)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _fork_workers(ns: argparse.Namespace, metrics_dir: Path | None) -> int:
     children: list[int] = []
-    for _ in range(ns.processes):
+    for index in range(ns.processes):
         pid = os.fork()
         if pid == 0:  # a worker: its own gRPC server, store connections and signal handlers
             code = 1
             try:
-                code = serve_one(ns, reuse_port=True)
+                code = serve_one(ns, reuse_port=True, serve_metrics=False, coverage=index == 0)
             finally:
                 os._exit(code)
         children.append(pid)
+    listener = None
+    if metrics_dir is not None:
+        try:
+            listener = start_metrics_server(
+                ns.metrics_listen,
+                multiprocess_registry(metrics_dir),
+                ns.metrics_cert,
+                ns.metrics_key,
+                allow_plaintext=ns.metrics_allow_plaintext,
+            )
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s", ns.metrics_listen, exc)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for child in children:
@@ -104,11 +210,19 @@ def _serve_workers(ns: argparse.Namespace) -> int:
     worst = 0
     for child in children:
         _, status = os.waitpid(child, 0)
+        if metrics_dir is not None:
+            mark_worker_dead(child, metrics_dir)
         worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
+    if listener is not None:
+        listener.stop()
     return worst
 
 
-def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
+def serve_one(
+    ns: argparse.Namespace, *, reuse_port: bool, serve_metrics: bool = True, coverage: bool = True
+) -> int:
+    """One verifier process. ``serve_metrics``: it serves its own /metrics (one process);
+    ``coverage``: it refreshes the coverage gauges (one process of N)."""
     try:
         trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
     except (TrustConfigError, OSError) as exc:
@@ -125,9 +239,16 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
         return 2
     keyring = KeyRing.open(_keys_dir(ns), time.time())
     settings = VerifierSettings(nonce_ttl=ns.nonce_ttl, issuer=ns.issuer)
-    verifier = Verifier(store, trust, allowlist, golden, keyring, settings)
+    metrics = VerifierMetrics(version=__version__)
+    verifier = Verifier(store, trust, allowlist, golden, keyring, settings, metrics=metrics)
+    health = HealthMonitor(
+        all_of(verifier.store.ping, lambda: check_golden_usable(golden, time.time())),
+        ns.health_interval,
+    )
     try:
-        server, port = build_server(verifier, ns.listen, workers=ns.workers, reuse_port=reuse_port)
+        server, port = build_server(
+            verifier, ns.listen, workers=ns.workers, reuse_port=reuse_port, health=health
+        )
     except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind ...")
         print(
             f"attest-verifier: cannot listen on {ns.listen}: the port is in use or the "
@@ -144,12 +265,53 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    try:
+        metrics_server = _start_metrics(ns, metrics) if serve_metrics else None
+    except OSError as exc:
+        print(
+            f"attest-verifier: cannot serve metrics on {ns.metrics_listen}: {exc}", file=sys.stderr
+        )
+        store.close()
+        return 2
+    refresher = CoverageRefresher(metrics, verifier.coverage, ns.coverage_interval)
     server.start()
+    health.start()
+    _start_refresher(refresher, coverage and bool(ns.metrics_listen))
+    _record_key_rotation(metrics, keyring)
     golden.watch(stop)
     if ns.port_file:
         ns.port_file.write_text(f"{port}\n")
     log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
     sdnotify.ready(f"serving on port {port}")
+    _serve_loop(ns, verifier, stop, reload_requested)
+    log.info("shutting down")
+    sdnotify.stopping()
+    health.stop()  # NOT_SERVING first: load balancers drain this process
+    refresher.stop()
+    server.stop(grace=5).wait()
+    _stop_quietly(metrics_server)
+    store.close()
+    return 0
+
+
+def _stop_quietly(metrics_server: MetricsServer | None) -> None:
+    if metrics_server is not None:
+        metrics_server.stop()
+
+
+def _start_refresher(refresher: CoverageRefresher, wanted: bool) -> None:
+    if wanted:
+        refresher.start()
+
+
+def _serve_loop(
+    ns: argparse.Namespace,
+    verifier: Verifier,
+    stop: threading.Event,
+    reload_requested: threading.Event,
+) -> None:
+    """Until ``stop``: reloads on SIGHUP; purges, key ring reloads and key gauges every
+    ``PURGE_INTERVAL``. A store outage is logged and waited out (health says NOT_SERVING)."""
     next_purge = time.monotonic() + PURGE_INTERVAL
     while not stop.wait(1.0):
         sdnotify.watchdog()
@@ -157,17 +319,25 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
             reload_requested.clear()
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
             sdnotify.reloading()
-            golden.reload()
+            verifier.golden.reload()
             sdnotify.ready()
         if time.monotonic() >= next_purge:
             next_purge = time.monotonic() + PURGE_INTERVAL
-            store.purge_expired(time.time())
-            keyring.reload(time.time())  # another replica may have rotated the key
-    log.info("shutting down")
-    sdnotify.stopping()
-    server.stop(grace=5).wait()
-    store.close()
-    return 0
+            try:
+                verifier.store.purge_expired(time.time())
+            except errors.StoreUnavailable as exc:
+                log.warning("purge skipped: %s", exc)
+            verifier.keyring.reload(time.time())  # another replica may have rotated the key
+            _record_key_rotation(verifier.metrics, verifier.keyring)
+
+
+def _record_key_rotation(metrics: VerifierMetrics, keyring: KeyRing) -> None:
+    try:
+        rotation = key_rotation(keyring, time.time())
+    except OSError as exc:
+        log.warning("cannot read the signing key's age: %s", exc)
+        return
+    metrics.token_key(rotation.age_seconds, rotation.overlap_left_seconds)
 
 
 def _keys_dir(ns: argparse.Namespace) -> Path:

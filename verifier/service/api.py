@@ -308,6 +308,8 @@ class OperatorService(pb_grpc.OperatorServicer):
             latest = self.v.store.latest_verdict(device.device_id)
             if latest is not None:
                 msg.latest_verdict.CopyFrom(verdict_to_pb(latest, self.v.freshness(latest)))
+                msg.last_attested_at.CopyFrom(timestamp(latest.issued_at))
+                msg.last_status = STATUS_TO_PB[latest.status]
             out.append(msg)
         return pb.ListDevicesResponse(devices=out)
 

@@ -71,6 +71,10 @@ POLICY: Mapping[str, frozenset[Role]] = {
     _m("Operator", "ReloadGolden"): OPERATORS,
     _m("Operator", "ExplainDevice"): OPERATORS,
     _m("Operator", "DryRunGolden"): OPERATORS,
+    # The standard health check (verifier.service.health): load balancers and `status` ask it
+    # without credentials; it says SERVING or NOT_SERVING and nothing else. Watch (a stream)
+    # is not offered.
+    "/grpc.health.v1.Health/Check": ANYONE,
 }
 
 

@@ -17,6 +17,7 @@ import grpc
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier.app import Verifier
 from verifier.service.api import AgentService, OperatorService, RelyingPartyService
+from verifier.service.health import HealthMonitor
 
 
 def build_server(
@@ -26,8 +27,10 @@ def build_server(
     workers: int = 4,
     max_concurrent_rpcs: int = 256,
     reuse_port: bool = False,
+    health: HealthMonitor | None = None,
 ) -> tuple[grpc.Server, int]:
-    """Return the server (not started) and the port it is bound to."""
+    """Return the server (not started) and the port it is bound to; ``health``: serve the
+    standard grpc.health.v1 service from that monitor."""
     limit = verifier.settings.limits.max_message_bytes
     options = [
         ("grpc.max_receive_message_length", limit),
@@ -44,6 +47,8 @@ def build_server(
         RelyingPartyService(verifier, max_watchers=max(1, workers // 2)), server
     )
     pb_grpc.add_OperatorServicer_to_server(OperatorService(verifier), server)
+    if health is not None:
+        health.add_to_server(server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
