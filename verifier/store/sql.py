@@ -237,7 +237,7 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
             "DELETE FROM evidence_logs WHERE NOT EXISTS"
             " (SELECT 1 FROM evidence WHERE evidence.log_digest = evidence_logs.digest)"
         ),
-        ping="SELECT 1",
+        ping=VERSION_QUERY,
         count_devices="SELECT count(*) FROM devices",
         latest_verdict_counts=q(_LATEST_VERDICT_COUNTS),
     )
