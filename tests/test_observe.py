@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,3 +382,83 @@ def test_error_code_with_a_line_break_cannot_forge_a_textfile_sample() -> None:
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "attest_agent_last_error_timestamp_seconds" in names
     assert 'code="other"' in text
+
+
+# ------------------------------------------------------------------ --processes N
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_worker_processes_are_summed_on_one_metrics_listener(tmp_path: Path) -> None:
+    port, metrics_port = _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "verifier.cli",
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--processes",
+            "2",
+            "--db",
+            str(tmp_path / "v.db"),
+            "--golden",
+            str(GOLDEN),
+            "--metrics-listen",
+            f"127.0.0.1:{metrics_port}",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        while time.monotonic() < deadline:  # a deadline for start-up, not a timing claim
+            try:
+                samples = _scrape(metrics_port)
+            except OSError:
+                samples = {}
+            serving = sum(v for (n, _), v in samples.items() if n == "fleetattest_golden_info")
+            if serving == 2:
+                break
+            time.sleep(0.2)
+        golden = {k: v for k, v in samples.items() if k[0] == "fleetattest_golden_info"}
+        assert sum(golden.values()) == 2, golden  # both workers serve the digest
+        calls = 24
+        for _ in range(calls):  # a new connection each: SO_REUSEPORT spreads them
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                pb_grpc.RelyingPartyStub(channel).GetJwks(pb.GetJwksRequest(), timeout=10)
+        samples = _scrape(metrics_port)
+        count = ("fleetattest_rpc_duration_seconds_count", (("rpc", "GetJwks"),))
+        assert samples[count] == calls
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10
+            )
+        assert health.status == SERVING
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=60)
+    assert serve.returncode == 0, err
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any("serving on port" in r["msg"] for r in records)
