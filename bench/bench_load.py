@@ -10,6 +10,12 @@ loop GetChallenge -> quote -> Attest (with the simulator's 50-event log) over on
 Prints attestations per second and CPU milliseconds per attestation of the verifier
 processes and of the clients. Clients and verifier share the machine's cores: the verifier's
 CPU per attestation is the figure that carries over to a dedicated machine.
+
+The cost of metrics: ``--metrics`` serves /metrics (``--metrics-listen``) and scrapes it once
+a second during the run (the scrapes are in the verifier's CPU). ``--server-cpus 0
+--client-cpus 1`` pins the verifier and the clients to separate cores (taskset). To compare
+with a verifier without instrumentation, run this script with ``PYTHONPATH`` pointing at an
+export of the commit before it (the script itself imports nothing new).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -91,7 +98,10 @@ def client(
     address: str,
     seconds: float,
     out: multiprocessing.Queue[tuple[int, float]],
+    cpus: frozenset[int] = frozenset(),
 ) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     record = boot(GOOD_A, lambda pcr, digests: None)
     pcrs = dict(record.expected_pcrs["sha256"])
     counts = [0] * threads
@@ -136,6 +146,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def scrape_every_second(port: int, seconds: float) -> list[int]:
+    """Scrape /metrics once a second for ``seconds``; the sizes of the answers."""
+    sizes = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            sizes.append(len(reply.read()))
+        time.sleep(1.0)
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2, help="verifier processes")
@@ -143,7 +164,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="threads per client")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=4, help="RPC threads per verifier process")
+    parser.add_argument("--metrics", action="store_true", help="serve and scrape /metrics")
+    parser.add_argument("--server-cpus", default="", help="taskset CPU list of the verifier")
+    parser.add_argument("--client-cpus", default="", help="CPU list of the client processes")
     ns = parser.parse_args()
+    client_cpus = frozenset(int(c) for c in ns.client_cpus.split(",") if c)
+    taskset = ["taskset", "-c", ns.server_cpus] if ns.server_cpus else []
+    metrics_port = free_port()
+    metrics = ["--metrics-listen", f"127.0.0.1:{metrics_port}"] if ns.metrics else []
     devices = ns.clients * ns.threads
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "verifier.db"
@@ -151,11 +179,11 @@ def main() -> None:
         port = free_port()
         verifier = subprocess.Popen(
             [
-                sys.executable, "-m", "verifier.cli", "--log-level", "warning", "serve",
+                *taskset, sys.executable, "-m", "verifier.cli", "--log-level", "warning", "serve",
                 "--listen", f"127.0.0.1:{port}", "--db", str(db),
                 "--golden", str(ROOT / "golden_measurements"),
                 "--processes", str(ns.processes), "--workers", str(ns.workers),
-                "--port-file", str(Path(tmp) / "port"),
+                "--port-file", str(Path(tmp) / "port"), *metrics,
             ],
             env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
         )  # fmt: skip
@@ -172,13 +200,21 @@ def main() -> None:
             procs = [
                 ctx.Process(
                     target=client,
-                    args=(c * ns.threads, ns.threads, f"127.0.0.1:{port}", ns.seconds, queue),
+                    args=(
+                        c * ns.threads,
+                        ns.threads,
+                        f"127.0.0.1:{port}",
+                        ns.seconds,
+                        queue,
+                        client_cpus,
+                    ),
                 )
                 for c in range(ns.clients)
             ]
             started = time.monotonic()
             for proc in procs:
                 proc.start()
+            scrapes = scrape_every_second(metrics_port, ns.seconds) if ns.metrics else []
             results = [queue.get(timeout=ns.seconds + 60) for _ in procs]
             elapsed = time.monotonic() - started
             for proc in procs:
@@ -189,7 +225,10 @@ def main() -> None:
             verifier.wait(timeout=20)
     total = sum(count for count, _ in results)
     client_cpu = sum(cpu for _, cpu in results)
+    if ns.metrics and not scrapes:
+        raise SystemExit("metrics were asked for but no scrape succeeded")
     print(
+        f"metrics {'on' if ns.metrics else 'off'} ({len(scrapes)} scrapes), "
         f"{ns.processes} verifier processes, {ns.clients}x{ns.threads} client threads, "
         f"{elapsed:.1f} s: {total} attestations, {total / elapsed:.0f} per second; CPU per "
         f"attestation: verifier {verifier_cpu * 1000 / max(total, 1):.2f} ms, "
