@@ -221,5 +221,6 @@ def test_scraped_counters_agree_with_the_verdicts_and_a_broken_golden_set_fires_
     prometheus.wait_for(
         "GoldenReloadFailing fires", lambda: "GoldenReloadFailing" in prometheus.firing()
     )
-    assert prometheus.value("sum(fleetattest_golden_reloads_total{result='failed'})") >= 1
+    failed = prometheus.value("sum(fleetattest_golden_reloads_total{result='failed'})")
+    assert failed is not None and failed >= 1
     assert prometheus.value(f'fleetattest_golden_info{{digest="{digest}"}}') == 1  # kept serving

@@ -114,6 +114,12 @@ def test_golden_set_whose_releases_all_retired_is_unusable(tmp_path: Path) -> No
         store.close()
 
 
+def _serving_status(monitor: HealthMonitor, service: str) -> int:
+    request = health_pb2.HealthCheckRequest(service=service)
+    context: grpc.ServicerContext = None  # type: ignore[assignment]  # Check never uses it
+    return int(monitor.servicer.Check(request, context).status)
+
+
 def test_health_flips_to_not_serving_on_a_retired_golden_set_and_back_after_a_reload(
     tmp_path: Path,
 ) -> None:
@@ -127,16 +133,13 @@ def test_health_flips_to_not_serving_on_a_retired_golden_set_and_back_after_a_re
             all_of(store.ping, lambda: check_golden_usable(golden, clock[0])), period=60
         )
         assert not monitor.check_now()
-        assert monitor.servicer.Check(health_pb2.HealthCheckRequest(service=""), None).status == (
-            NOT_SERVING
-        )
+        assert _serving_status(monitor, "") == (NOT_SERVING)
         path = golden_dir / "sim-gateway.yaml"
         path.write_text(path.read_text().replace("not_after: 2030-12-31", "not_after: 2040-01-01"))
         assert golden.reload().applied
         assert monitor.check_now()
         for service in ("", "fleetattest.v1.Agent", "fleetattest.v1.Operator"):
-            request = health_pb2.HealthCheckRequest(service=service)
-            assert monitor.servicer.Check(request, None).status == SERVING
+            assert _serving_status(monitor, service) == SERVING
     finally:
         store.close()
 
@@ -343,7 +346,7 @@ def test_devices_shows_when_each_device_last_attested(
 # ------------------------------------------------------------------ the agent's own state
 
 
-def _verdict(status: int) -> pb.Verdict:
+def _verdict(status: pb.Status) -> pb.Verdict:
     v = pb.Verdict(device_id="dev-1", verdict_id="v1", status=status)
     v.issued_at.seconds = 1_800_000_000
     v.expires_at.seconds = 1_800_003_600
