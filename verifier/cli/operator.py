@@ -41,20 +41,30 @@ def _problem(problem: pb.GoldenProblem) -> str:
     return f"{problem.file}:{problem.line}:{problem.column}: {problem.message}{hint}"
 
 
+def _health(ch: grpc.Channel) -> tuple[bool, str]:
+    """Serving or not, and the word to print; a verifier without the service is not judged."""
+    try:
+        reply = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10
+        )
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return True, "not served by this verifier"
+        raise
+    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    return serving, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
 def cmd_status(ns: argparse.Namespace) -> int:
     try:
         with grpc.insecure_channel(ns.verifier) as ch:
-            health = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=10
-            )
+            serving, health_name = _health(ch)
             status = pb_grpc.OperatorStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10)
     except grpc.RpcError as exc:
         print(
             f"attest-verifier: {ns.verifier}: {exc.code().name}: {exc.details()}", file=sys.stderr
         )
         return 2
-    serving = health.status == health_pb2.HealthCheckResponse.SERVING
-    health_name = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
     loaded = datetime.fromtimestamp(status.golden_loaded_at.seconds, UTC).isoformat()
     print(f"health        {health_name}")
     print(f"version       {status.version}")
