@@ -17,13 +17,16 @@ dictionary-attack lockout, busy or in failure mode (``agent.tpm.tpm_condition``)
 ``run`` either: it is logged, written to ``status.json`` in the state directory
 (``agent.state.TpmStatus``) and retried with the same backoff. Only errors that need an
 operator (a corrupt state file, an AK that no longer loads after a TPM clear) exit 2.
-``attest`` exits 0 only for an affirming verdict.
+``attest`` exits 0 only for an affirming verdict. ``run --status-file PATH`` and
+``--metrics-textfile PATH.prom`` keep the agent's state for node monitoring (``agent.status``):
+last verdict, next attestation, last error.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import logging
 import random
 import re
@@ -49,6 +52,7 @@ from agent.flows import (
     enroll,
 )
 from agent.state import AgentState, StateError, TpmStatus
+from agent.status import StatusReporter
 from agent.tpm import TpmError, tpm_condition
 from fleetattest.v1 import fleetattest_pb2 as pb
 
@@ -82,8 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    func = ns.func
+    if ns.command == "run":
+        func = functools.partial(
+            cmd_run, reporter=StatusReporter(ns.status_file, ns.metrics_textfile)
+        )
     try:
-        return int(ns.func(config, stop))
+        return int(func(config, stop))
     except Stopped:
         return 0
     except grpc.RpcError as exc:
@@ -142,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help="forget the saved AK and enroll a new one (after a TPM clear); "
                 "an operator must approve it",
             )
+        if name == "run":
+            p.add_argument("--status-file", type=Path, help="keep the agent's state here (JSON)")
+            p.add_argument(
+                "--metrics-textfile",
+                type=Path,
+                help="keep the agent's state here for node-exporter's textfile collector (.prom)",
+            )
         p.set_defaults(func=func)
     return parser
 
@@ -189,11 +205,14 @@ def cmd_attest(config: AgentConfig, stop: threading.Event) -> int:
     return 0 if verdict.status == pb.STATUS_AFFIRMING else 1
 
 
-def cmd_run(config: AgentConfig, stop: threading.Event) -> int:
+def cmd_run(
+    config: AgentConfig, stop: threading.Event, reporter: StatusReporter | None = None
+) -> int:
+    reporter = reporter or StatusReporter()
     rng = random.Random()
     backoff = Backoff()
     with config_channel(config) as ch:  # one channel for every attestation
-        return _run_loop(config, stop, ch, rng, backoff)
+        return _run_loop(config, stop, ch, rng, backoff, reporter)
 
 
 def _run_loop(
@@ -202,6 +221,7 @@ def _run_loop(
     ch: grpc.Channel,
     rng: random.Random,
     backoff: Backoff,
+    reporter: StatusReporter,
 ) -> int:
     health = TpmHealth(AgentState(config.state_dir))
     device_id: str | None = None
@@ -228,9 +248,12 @@ def _run_loop(
                 device_id = enroll(config, stop, force=True)
                 continue
             if not is_transient(exc) and exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                reporter.error(exc.code().name, str(exc.details()), None, time.time())
                 raise
             wait = backoff.delay(attempt, rng)
             attempt += 1
+            now = time.time()
+            reporter.error(exc.code().name, str(exc.details()), now + wait, now)
             log.warning(
                 "attestation failed (%s: %s); retry in %.1fs", exc.code().name, exc.details(), wait
             )
@@ -239,7 +262,10 @@ def _run_loop(
         attempt = 0
         health.report("ok")
         log.info("verdict: %s", format_verdict(verdict).splitlines()[0])
-        stop.wait(next_attestation_in(verdict, time.time(), rng))
+        now = time.time()
+        wait = next_attestation_in(verdict, now, rng)
+        reporter.verdict(verdict, now + wait, now)
+        stop.wait(wait)
     return 0
 
 

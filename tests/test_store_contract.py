@@ -26,6 +26,7 @@ from verifier.store.base import (
     EnrollmentChallenge,
     GoldenSetRecord,
     IssuedNonce,
+    LatestVerdictCounts,
     Store,
     StoredEvidence,
 )
@@ -455,6 +456,52 @@ def test_golden_set_history_round_trips(store: Store) -> None:
     again = replace(first, loaded_at=NOW + 2)
     store.record_golden_set(again)  # the same set loaded again (a restart) is history too
     assert store.golden_set("a" * 64) == again
+
+
+# ------------------------------------------------------------------ health and coverage
+
+
+def _groups(counts: LatestVerdictCounts) -> set[tuple[str, str, bool, int]]:
+    return {(g.status.value, g.release, g.live, g.devices) for g in counts.groups}
+
+
+def test_coverage_counts_only_each_devices_latest_verdict(store: Store) -> None:
+    for name in ("dev-a", "dev-b", "dev-c", "dev-never"):
+        store.insert_device(device(name))
+    # dev-a: contraindicated, then affirming (the latest counts); dev-b: affirming, then a
+    # later contraindicated one; dev-c: an expired affirming verdict; dev-never: none.
+    store.add_verdict(verdict("dev-a", status=Status.CONTRAINDICATED))
+    store.add_verdict(verdict("dev-a", status=Status.AFFIRMING))
+    store.add_verdict(verdict("dev-b", status=Status.AFFIRMING))
+    store.add_verdict(verdict("dev-b", status=Status.CONTRAINDICATED, release="r2"))
+    store.add_verdict(verdict("dev-c", status=Status.AFFIRMING, expires_at=NOW + 10))
+    counts = store.latest_verdict_counts(NOW + 60)
+    assert counts.enrolled == 4
+    assert _groups(counts) == {
+        ("affirming", "r1", True, 1),
+        ("contraindicated", "r2", True, 1),
+        ("affirming", "r1", False, 1),
+    }
+    assert {g.profile for g in counts.groups} == {"profile-x"}
+
+
+def test_coverage_of_an_empty_store_is_zero(store: Store) -> None:
+    counts = store.latest_verdict_counts(NOW)
+    assert (counts.enrolled, counts.groups) == (0, ())
+
+
+def test_verdict_expiring_exactly_now_is_not_live(store: Store) -> None:
+    store.insert_device(device())
+    store.add_verdict(verdict(status=Status.AFFIRMING, expires_at=NOW + 5))
+    assert _groups(store.latest_verdict_counts(NOW + 5)) == {("affirming", "r1", False, 1)}
+
+
+def test_ping_of_an_open_store_passes_and_of_a_closed_one_raises(backend: Backend) -> None:
+    opened = backend.open(DEFAULT_LIMITS)
+    opened.ping()
+    opened.close()
+    with pytest.raises(StoreUnavailable):
+        opened.ping()
 
 
 # ------------------------------------------------------------------ lifecycle

@@ -200,6 +200,7 @@ def test_every_policy_entry_names_a_real_service() -> None:
         "fleetattest.v1.Agent",
         "fleetattest.v1.RelyingParty",
         "fleetattest.v1.Operator",
+        "grpc.health.v1.Health",  # the standard health check (verifier.service.health)
     }
     assert all(roles for roles in POLICY.values())
 

@@ -45,7 +45,9 @@ from verifier.golden.model import Profile
 from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livecrl import LiveCrls
-from verifier.livegolden import LiveGolden
+from verifier.livegolden import LiveGolden, ReloadResult
+from verifier.metrics import Coverage, FreshnessFailure, VerifierMetrics
+from verifier.observe import coverage_of
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
     DeviceRecord,
@@ -53,6 +55,7 @@ from verifier.store.base import (
     Store,
     StoredEvidence,
 )
+from verifier.store.instrumented import instrument
 from verifier.token import KeyRing, TokenExpired, issue_token
 from verifier.verdict import BootEpoch, Freshness, Verdict
 
@@ -101,7 +104,12 @@ class Verifier:
         settings: VerifierSettings = VerifierSettings(),
         clock: Clock = time.time,
         crls: LiveCrls | None = None,
+        metrics: VerifierMetrics | None = None,
     ) -> None:
+        """``metrics``: the process's one ``VerifierMetrics`` (a private one by default);
+        every store call goes through ``verifier.store.instrumented`` and is timed on it."""
+        self.metrics = metrics if metrics is not None else VerifierMetrics()
+        store = instrument(store, self.metrics)
         self.store = store
         self.keyring = keyring
         self.trust = trust
@@ -127,6 +135,13 @@ class Verifier:
             crl_stale=settings.crl_stale,
             open_profile=self._open_profile,
         )
+        live = golden.current()
+        self.metrics.golden_reload(True, live.profile_set.digest, live.loaded_at)
+        golden.on_reload = self._golden_reloaded
+
+    def _golden_reloaded(self, result: ReloadResult) -> None:
+        ok = not result.problems
+        self.metrics.golden_reload(ok, result.digest, self.golden.current().loaded_at)
 
     # ------------------------------------------------------------ attestation
 
@@ -155,6 +170,8 @@ class Verifier:
         now = self.clock()
         issued = self.store.consume_nonce(evidence.device_id, evidence.nonce, now)
         if issued is None:
+            # The store cannot tell expired from reused from never issued: one kind.
+            self.metrics.freshness_failure(FreshnessFailure.NONCE_REJECTED)
             raise errors.NonceMismatch(
                 "the nonce was not issued to this device, has expired, or was already used"
             )
@@ -177,9 +194,17 @@ class Verifier:
             limits=self.settings.limits,
             log_cache=self._log_cache,
         )
-        verdict = appraise(evidence, ctx, now)
+        started = time.perf_counter()
+        try:
+            verdict = appraise(evidence, ctx, now)
+        except errors.StaleEvidence:
+            self.metrics.freshness_failure(FreshnessFailure.STALE_EVIDENCE)
+            raise
+        finally:
+            self.metrics.appraisal_seconds(time.perf_counter() - started)
         verdict = replace(verdict, extra={**verdict.extra, AK_NAME: device.ak_name.hex()})
         stored = self._store_verdict(verdict, evidence, device, issued, previous, now)
+        self.metrics.attestation(stored.status, [r.code for r in stored.reasons])
         self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
             self._verdict_added.notify_all()
@@ -190,6 +215,12 @@ class Verifier:
             stored.profile,
             stored.release or "-",
             len(stored.reasons),
+            extra={
+                "device_id": device.device_id,
+                "verdict_id": stored.verdict_id,
+                "status": stored.status.value,
+                "reasons": [r.code for r in stored.reasons],
+            },
         )
         return stored, self.token_for(stored, device=device) if want_token else ""
 
@@ -318,10 +349,12 @@ class Verifier:
         device = self._device(device_id)
         verdict = self.store.latest_verdict(device_id)
         if verdict is None:
-            return check_rollout(None, None, None, target, max_age, self.clock()), None
-        profile = self.golden.current().profile_set.profile(verdict.profile)
-        current = self.currency_of(verdict, device, verdict.boot_epoch)
-        decision = check_rollout(verdict, current, profile, target, max_age, self.clock())
+            decision = check_rollout(None, None, None, target, max_age, self.clock())
+        else:
+            profile = self.golden.current().profile_set.profile(verdict.profile)
+            current = self.currency_of(verdict, device, verdict.boot_epoch)
+            decision = check_rollout(verdict, current, profile, target, max_age, self.clock())
+        self.metrics.rollout_decision(decision.allow, [r.code for r in decision.reasons])
         return decision, verdict
 
     def verdicts_after(
@@ -437,6 +470,12 @@ class Verifier:
         thread = threading.Thread(target=loop, name="supersession-sweep", daemon=True)
         thread.start()
         return thread
+
+    def coverage(self) -> Coverage:
+        """Fleet coverage now: the store's counts, supersession judged by the live golden set."""
+        now = self.clock()
+        counts = self.store.latest_verdict_counts(now)
+        return coverage_of(counts, self.golden.current().profile_set, now)
 
     # ------------------------------------------------------------ helpers
 

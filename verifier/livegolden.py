@@ -5,6 +5,8 @@ Invariants:
   when the directory is invalid, and a reload that finds problems keeps the last good set,
   records the problems (served by the operator status call) and logs them.
 - A swap is one reference assignment: a request sees either the old or the new set, whole.
+- ``on_reload`` (when set) is called with the result of every reload attempt, after it took
+  effect, outside no lock a reader needs: metrics and health follow reloads without polling.
 - Every set that goes live is recorded in the store's golden history (digest, time, files),
   so a verdict's golden digest always resolves to the files it was judged against.
 """
@@ -49,6 +51,7 @@ class LiveGolden:
         self._problems: tuple[GoldenProblem, ...] = ()
         self._lock = threading.Lock()  # serialises reloads, not reads
         self._fingerprint = _fingerprint(directory)
+        self.on_reload: Callable[[ReloadResult], None] | None = None
 
     @classmethod
     def start(cls, directory: Path, store: Store, clock: Callable[[], float]) -> LiveGolden:
@@ -72,6 +75,12 @@ class LiveGolden:
         return self._problems
 
     def reload(self) -> ReloadResult:
+        result = self._reload()
+        if self.on_reload is not None:
+            self.on_reload(result)
+        return result
+
+    def _reload(self) -> ReloadResult:
         with self._lock:
             self._fingerprint = _fingerprint(self.directory)
             try:

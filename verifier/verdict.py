@@ -13,6 +13,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+SUPERSEDED_AT = "superseded_at"  # extra key of a supersession event: when it was written
+
 
 class Status(enum.Enum):
     AFFIRMING = "affirming"

@@ -47,7 +47,7 @@ PROGRAM = "attest-verifier"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = config.parse_args(parser, argv)  # --config FILE first, then the flags over it
-    configure_logging(ns.log_level)
+    configure_logging(ns.log_level, ns.log_format)
     return run(PROGRAM, ns.func, ns)
 
 

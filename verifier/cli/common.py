@@ -20,7 +20,7 @@ from typing import TextIO
 
 import grpc
 
-from verifier import __version__
+from verifier import __version__, logjson
 from verifier.errors import AttestationError
 from verifier.store import Store, open_store
 from verifier.token.errors import TokenError
@@ -29,7 +29,8 @@ Subparsers = argparse._SubParsersAction  # argparse has no public name for it
 Command = Callable[[argparse.Namespace], int]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = logjson.TEXT_FORMAT
+LOG_FORMATS = ("text", "json")
 
 
 class UsageError(AttestationError):
@@ -37,14 +38,24 @@ class UsageError(AttestationError):
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """``--version`` and ``--log-level``: the same on every program."""
+    """``--version``, ``--log-level`` and ``--log-format``: the same on every program."""
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level", default="info", choices=LOG_LEVELS, help="default %(default)s"
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per event (verifier.logjson); default %(default)s",
+    )
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Text lines by default; ``json``: one object per event, on the root handler alone."""
+    if log_format == "json":
+        logjson.configure_logging("json", getattr(logging, level.upper()))
+        return
     logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT)
 
 

@@ -1,6 +1,6 @@
 """``devices``, ``verdict show`` and ``approve-ak``: the fleet as the store records it.
 
-    attest-verifier devices --db DB [--golden DIR] [--json]
+    attest-verifier devices --db DB [--golden DIR] [--json]   (with each device's last attestation)
     attest-verifier verdict show DEVICE --db DB [--golden DIR] [--history N] [--json]
     attest-verifier approve-ak DEVICE AK_NAME --db DB
 
@@ -71,7 +71,9 @@ def cmd_devices(ns: argparse.Namespace) -> int:
             }
         )
         return 0
-    header = "DEVICE PROFILE STATE LABELS ENROLLED STATUS FRESHNESS RELEASE PENDING_AK"
+    header = (
+        "DEVICE PROFILE STATE LABELS ENROLLED LAST_ATTESTED STATUS FRESHNESS RELEASE PENDING_AK"
+    )
     rows = [tuple(word.replace("_", " ") for word in header.split())]
     for device, latest, current in listed:
         labels = ",".join(f"{k}={v}" for k, v in sorted(device.labels.items()))
@@ -87,6 +89,7 @@ def cmd_devices(ns: argparse.Namespace) -> int:
                 state,
                 labels,
                 str(device.enrollment_count),
+                iso(latest.issued_at) if latest else "never",
                 latest.status.value if latest else "-",
                 current.state.value if current else "-",
                 (latest.release or "-") if latest else "-",
@@ -159,6 +162,8 @@ def device_document(
         "enrolled_at": iso(device.enrolled_at),
         "ak_name": device.ak_name.hex(),
         "pending_ak_name": device.pending_ak_name.hex() or None,
+        "last_attested_at": iso(latest.issued_at) if latest else None,
+        "last_status": latest.status.value if latest else None,
         "latest_verdict": verdict_document(latest, current) if latest and current else None,
     }
 

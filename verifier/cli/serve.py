@@ -31,6 +31,14 @@ and the verifier exits 1 when workers keep dying. Before forking, the ports must
 leftover verifier holding one with SO_REUSEPORT would otherwise silently share the traffic.
 The operator socket and the port file belong to the worker in slot 0 (a Unix socket has one
 listener); its replacement takes them back.
+
+Observability (``verifier.metrics``, ``verifier.metrics_http``, ``verifier.service.health``):
+``--metrics-listen HOST:PORT`` (off by default) serves /metrics, loopback only unless a TLS
+certificate and key are given (or plaintext is allowed explicitly). With ``--processes N``
+the supervisor switches to multiprocess metrics before forking, serves the sum of the
+workers' files itself and marks each ended worker dead; the worker in slot 0 alone refreshes
+the coverage gauges. Every process serves the gRPC health service: NOT_SERVING while the store
+does not answer or the golden set has no usable release, SERVING again by itself.
 """
 
 from __future__ import annotations
@@ -38,8 +46,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -61,6 +71,18 @@ from verifier.golden.load import GoldenError
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden
+from verifier.metrics import CoverageRefresher, VerifierMetrics
+from verifier.metrics_http import (
+    MetricsListenRefused,
+    MetricsServer,
+    check_listen,
+    enable_multiprocess,
+    mark_worker_dead,
+    multiprocess_registry,
+    start_metrics_server,
+)
+from verifier.observe import check_golden_usable, key_rotation
+from verifier.service.health import HealthMonitor, all_of
 from verifier.service.server import Listen, Ports, build_server
 from verifier.store import Store, open_store
 from verifier.supervisor import check_port_exclusive, supervise
@@ -185,6 +207,31 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         "attest; the default) or 'warn'",
     )
     _register_audit_flags(serve)
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http(s)://HOST:PORT/metrics (default: off; loopback"
+        " only unless --metrics-cert/--metrics-key or --metrics-allow-plaintext)",
+    )
+    serve.add_argument("--metrics-cert", type=Path, help="TLS certificate of the metrics listener")
+    serve.add_argument("--metrics-key", type=Path, help="TLS key of the metrics listener")
+    serve.add_argument(
+        "--metrics-allow-plaintext",
+        action="store_true",
+        help="allow plain HTTP metrics on a non-loopback address (a private scrape network)",
+    )
+    serve.add_argument(
+        "--coverage-interval",
+        type=float,
+        default=60.0,
+        help="seconds between refreshes of the coverage gauges (default %(default)s)",
+    )
+    serve.add_argument(
+        "--health-interval",
+        type=float,
+        default=5.0,
+        help="seconds between health checks of the store and golden set (default %(default)s)",
+    )
     serve.set_defaults(func=serve_command)
 
 
@@ -194,7 +241,8 @@ def serve_command(ns: argparse.Namespace) -> int:
         return 2
     try:
         _tls_files(ns)
-    except UsageError as exc:
+        _check_observability(ns)
+    except (UsageError, MetricsListenRefused) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
         return 2
     if ns.processes == 1:
@@ -212,7 +260,59 @@ def serve_command(ns: argparse.Namespace) -> int:
         if held is not None:
             print(f"attest-verifier: {held}", file=sys.stderr)
             return 2
-    return supervise(lambda slot: serve_one(ns, reuse_port=True, first=slot == 0), ns.processes)
+    return _supervise_workers(ns)
+
+
+def _check_observability(ns: argparse.Namespace) -> None:
+    if ns.coverage_interval <= 0 or ns.health_interval <= 0:
+        raise UsageError("the coverage and health intervals must be positive")
+    if ns.metrics_listen:
+        check_listen(
+            ns.metrics_listen,
+            ns.metrics_cert,
+            ns.metrics_key,
+            allow_plaintext=ns.metrics_allow_plaintext,
+        )
+
+
+def _supervise_workers(ns: argparse.Namespace) -> int:
+    """The workers under the supervisor; with metrics, the summed /metrics from here."""
+    metrics_dir: Path | None = None
+    listener: MetricsServer | None = None
+    if ns.metrics_listen:
+        # Before any fork and before any VerifierMetrics exists (see verifier.metrics_http).
+        metrics_dir = Path(tempfile.mkdtemp(prefix="attest-verifier-metrics-"))
+        enable_multiprocess(metrics_dir)
+    try:
+
+        def worker(slot: int) -> int:
+            return serve_one(ns, reuse_port=True, first=slot == 0, serve_metrics=False)
+
+        def ended(pid: int) -> None:
+            if metrics_dir is not None:
+                mark_worker_dead(pid, metrics_dir)
+
+        if metrics_dir is not None:
+            try:
+                listener = start_metrics_server(
+                    ns.metrics_listen,
+                    multiprocess_registry(metrics_dir),
+                    ns.metrics_cert,
+                    ns.metrics_key,
+                    allow_plaintext=ns.metrics_allow_plaintext,
+                )
+            except OSError as exc:
+                print(
+                    f"attest-verifier: cannot serve metrics on {ns.metrics_listen}: {exc}",
+                    file=sys.stderr,
+                )
+                return 2
+        return supervise(worker, ns.processes, on_exit=ended)
+    finally:
+        if listener is not None:
+            listener.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 class UsageError(AttestationError):
@@ -261,8 +361,11 @@ def write_port_file(path: Path, ports: Ports) -> None:
     os.replace(partial, path)
 
 
-def serve_one(ns: argparse.Namespace, *, reuse_port: bool, first: bool = True) -> int:
-    """One server. ``first``: the worker that owns the operator socket and the port file."""
+def serve_one(
+    ns: argparse.Namespace, *, reuse_port: bool, first: bool = True, serve_metrics: bool = True
+) -> int:
+    """One server. ``first``: the worker that owns the operator socket and the port file and
+    refreshes the coverage gauges; ``serve_metrics``: it serves its own /metrics (one process)."""
     try:
         trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
         files = _tls_files(ns)
@@ -285,23 +388,73 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool, first: bool = True) -
         store.close()
         return 2
     keyring = KeyRing.open(_keys_dir(ns), time.time())
-    verifier = Verifier(store, trust, allowlist, golden, keyring, _settings(ns), crls=crls)
-    built = _build(ns, verifier, tls, reuse_port=reuse_port, first=first)
+    metrics = VerifierMetrics(version=__version__)
+    verifier = Verifier(
+        store, trust, allowlist, golden, keyring, _settings(ns), crls=crls, metrics=metrics
+    )
+    health = HealthMonitor(
+        all_of(verifier.store.ping, lambda: check_golden_usable(golden, time.time())),
+        ns.health_interval,
+    )
+    built = _build(ns, verifier, tls, health, reuse_port=reuse_port, first=first)
     if built is None:
         store.close()
         return 2
     server, ports = built
-    _serve_until_stopped(ns, server, ports, verifier, keyring, tls, first=first)
+    try:
+        metrics_server = _start_metrics(ns, metrics) if serve_metrics else None
+    except OSError as exc:
+        print(
+            f"attest-verifier: cannot serve metrics on {ns.metrics_listen}: {exc}", file=sys.stderr
+        )
+        store.close()
+        return 2
+    refresher = CoverageRefresher(metrics, verifier.coverage, ns.coverage_interval)
+    observing = Observing(health, refresher, first and bool(ns.metrics_listen))
+    _serve_until_stopped(ns, server, ports, verifier, keyring, tls, observing, first=first)
+    if metrics_server is not None:
+        metrics_server.stop()
     store.close()
     if ns.operator_socket and first:
         ns.operator_socket.unlink(missing_ok=True)
     return 0
 
 
+def _start_metrics(ns: argparse.Namespace, metrics: VerifierMetrics) -> MetricsServer | None:
+    if not ns.metrics_listen:
+        return None
+    server = start_metrics_server(
+        ns.metrics_listen,
+        metrics.registry,
+        ns.metrics_cert,
+        ns.metrics_key,
+        allow_plaintext=ns.metrics_allow_plaintext,
+    )
+    log.info("metrics on %s (port %d)", ns.metrics_listen, server.port)
+    return server
+
+
+class Observing:
+    """What a serving process runs beside the server: health, and coverage in one process."""
+
+    def __init__(self, health: HealthMonitor, refresher: CoverageRefresher, coverage: bool):
+        self.health, self.refresher, self.coverage = health, refresher, coverage
+
+    def start(self) -> None:
+        self.health.start()
+        if self.coverage:
+            self.refresher.start()
+
+    def stop(self) -> None:
+        self.health.stop()  # NOT_SERVING first: load balancers drain this process
+        self.refresher.stop()
+
+
 def _build(
     ns: argparse.Namespace,
     verifier: Verifier,
     tls: ServerTls | None,
+    health: HealthMonitor,
     *,
     reuse_port: bool,
     first: bool,
@@ -321,6 +474,7 @@ def _build(
             workers=ns.workers,
             reuse_port=reuse_port,
             max_streams=ns.max_streams,
+            health=health,
         )
     except (AttestationError, ValueError) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
@@ -341,6 +495,7 @@ def _serve_until_stopped(
     verifier: Verifier,
     keyring: KeyRing,
     tls: ServerTls | None,
+    observing: Observing,
     *,
     first: bool,
 ) -> None:
@@ -355,6 +510,8 @@ def _serve_until_stopped(
         signal.signal(sig, on_signal)
     _start_audit(ns, store, stop)
     server.start()
+    observing.start()
+    _record_key_rotation(verifier.metrics, keyring)
     golden.watch(stop)
     if ns.port_file and first:
         write_port_file(ns.port_file, ports)
@@ -381,11 +538,25 @@ def _serve_until_stopped(
             sdnotify.ready()
         if time.monotonic() >= next_purge:
             next_purge = time.monotonic() + PURGE_INTERVAL
-            store.purge_expired(time.time())
+            try:
+                store.purge_expired(time.time())
+            except errors.StoreUnavailable as exc:  # waited out: health says NOT_SERVING
+                log.warning("purge skipped: %s", exc)
             keyring.reload(time.time())  # another replica may have rotated the key
+            _record_key_rotation(verifier.metrics, keyring)
     log.info("shutting down")
     sdnotify.stopping()
+    observing.stop()
     server.stop(grace=5).wait()
+
+
+def _record_key_rotation(metrics: VerifierMetrics, keyring: KeyRing) -> None:
+    try:
+        rotation = key_rotation(keyring, time.time())
+    except OSError as exc:
+        log.warning("cannot read the signing key's age: %s", exc)
+        return
+    metrics.token_key(rotation.age_seconds, rotation.overlap_left_seconds)
 
 
 def _settings(ns: argparse.Namespace) -> VerifierSettings:

@@ -2,14 +2,21 @@
 
 Each method: refuse unknown fields, convert, call the application, convert back. Errors are
 mapped to status codes in ``verifier.service.errors`` only.
+
+Every unary method runs inside ``rpc``: it is counted in flight and timed
+(``fleetattest_rpcs_in_flight``, ``fleetattest_rpc_duration_seconds`` by method name), and an
+exception is counted as a refusal by error type (``verifier.metrics.refusal_for``, which
+mirrors the status mapping) and logged with the RPC, the caller, the device and the duration.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
+import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -21,6 +28,7 @@ from verifier.audit import Checkpoint, parse_note
 from verifier.enrollment.flow import EnrollmentOutcome
 from verifier.golden.load import GoldenError, GoldenProblem
 from verifier.lifecycle import Revoked
+from verifier.metrics import EnrollmentResult, refusal_for
 from verifier.records import RevocationRecord
 from verifier.service.authz import caller_of
 from verifier.service.convert import (
@@ -32,10 +40,18 @@ from verifier.service.convert import (
 )
 from verifier.service.convert import evidence_from as _evidence_from
 from verifier.service.errors import abort
+from verifier.verdict import SUPERSEDED_AT
+
+log = logging.getLogger(__name__)
 
 WATCH_POLL_SECONDS = 1.0  # how often a stream looks for other replicas' verdicts
 
-Svc = TypeVar("Svc")
+
+class _Service(Protocol):
+    v: Verifier
+
+
+Svc = TypeVar("Svc", bound=_Service)
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Svc, Req, grpc.ServicerContext], Resp]
@@ -44,20 +60,56 @@ _OUTCOME = {
     EnrollmentOutcome.ENROLLED: pb.ENROLLMENT_OUTCOME_ENROLLED,
     EnrollmentOutcome.REENROLLED: pb.ENROLLMENT_OUTCOME_REENROLLED,
 }
+_ENROLLMENT_RESULT = {
+    EnrollmentOutcome.ENROLLED: EnrollmentResult.ENROLLED,
+    EnrollmentOutcome.REENROLLED: EnrollmentResult.REENROLLED,
+}
+
+
+def rpc_fields(
+    rpc_name: str, request: object, context: grpc.ServicerContext, started: float
+) -> dict[str, object]:
+    """The structured log fields of one RPC (``verifier.logjson.FIELDS``)."""
+    fields: dict[str, object] = {
+        "rpc": rpc_name,
+        "caller": str(caller_of(context)),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    device_id = getattr(request, "device_id", "")
+    if isinstance(device_id, str) and device_id:
+        fields["device_id"] = device_id
+    return fields
 
 
 def rpc(method: Handler[Svc, Req, Resp]) -> Handler[Svc, Req, Resp]:
-    """Map every exception to a status code, in one place."""
+    """Time, count and log the call; map every exception to a status code, in one place."""
+    name = method.__name__
 
     @functools.wraps(method)
     def wrapper(self: Svc, request: Req, context: grpc.ServicerContext) -> Resp:
-        try:
-            return method(self, request, context)
-        except Exception as exc:
-            abort(context, exc, method.__name__)
-            raise  # unreachable: abort raises
+        metrics = self.v.metrics
+        started = time.perf_counter()
+        with metrics.rpc_in_flight(name):
+            try:
+                response = method(self, request, context)
+            except Exception as exc:
+                metrics.refusal(name, refusal_for(exc))
+                abort(context, exc, name, rpc_fields(name, request, context, started))
+                raise  # unreachable: abort raises
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s done", name, extra=rpc_fields(name, request, context, started))
+        return response
 
     return wrapper
+
+
+def _enrollment_refused(service: _Service, exc: Exception) -> None:
+    outcome = (
+        EnrollmentResult.APPROVAL_REQUIRED
+        if isinstance(exc, errors.ApprovalRequired)
+        else EnrollmentResult.REFUSED
+    )
+    service.v.metrics.enrollment(outcome)
 
 
 def problem_to_pb(problem: GoldenProblem) -> pb.GoldenProblem:
@@ -79,13 +131,17 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.StartEnrollmentRequest, context: grpc.ServicerContext
     ) -> pb.StartEnrollmentResponse:
         refuse_unknown_fields(request)
-        started = self.v.enrollment.start(
-            ek_certificate=request.ek_certificate,
-            ek_public=request.ek_public,
-            ak_public=request.ak_public,
-            labels=dict(request.labels),
-            ek_intermediates=list(request.ek_intermediates),
-        )
+        try:
+            started = self.v.enrollment.start(
+                ek_certificate=request.ek_certificate,
+                ek_public=request.ek_public,
+                ak_public=request.ak_public,
+                labels=dict(request.labels),
+                ek_intermediates=list(request.ek_intermediates),
+            )
+        except (errors.EnrollmentRefused, errors.ActivationFailed) as exc:
+            _enrollment_refused(self, exc)
+            raise
         return pb.StartEnrollmentResponse(
             device_id=started.device_id,
             challenge_id=started.challenge_id,
@@ -99,7 +155,12 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.FinishEnrollmentRequest, context: grpc.ServicerContext
     ) -> pb.FinishEnrollmentResponse:
         refuse_unknown_fields(request)
-        result = self.v.enrollment.finish(request.challenge_id, request.proof)
+        try:
+            result = self.v.enrollment.finish(request.challenge_id, request.proof)
+        except (errors.EnrollmentRefused, errors.ActivationFailed) as exc:
+            _enrollment_refused(self, exc)
+            raise
+        self.v.metrics.enrollment(_ENROLLMENT_RESULT[result.outcome])
         return pb.FinishEnrollmentResponse(
             device_id=result.device_id,
             outcome=_OUTCOME[result.outcome],
@@ -177,19 +238,35 @@ class RelyingPartyService(pb_grpc.RelyingPartyServicer):
         Resumable: a client that reconnects with the last ``sequence`` it saw misses nothing,
         whichever replica stored the verdicts or events (the store's sequence is the cursor).
         """
+        metrics = self.v.metrics
+        metrics.stream_opened()  # a slot was taken by the interceptor (StreamSlots)
+        started = time.perf_counter()
         try:
             refuse_unknown_fields(request)
             cursor = request.after_sequence
             devices = list(request.device_ids)
+            live = False  # the backlog first; after its end every verdict is a new event
             while context.is_active():
                 batch = self.v.verdicts_after(cursor, devices, request.profile)
                 for verdict in batch:
                     cursor = verdict.sequence
                     yield verdict_to_pb(verdict, self.v.currency_of(verdict))
+                    superseded_at = verdict.extra.get(SUPERSEDED_AT)
+                    if live and verdict.supersession and superseded_at:
+                        metrics.revocation_propagation(self.v.clock() - float(superseded_at))
                 if not batch:
+                    live = True
                     self.v.wait_for_verdicts(WATCH_POLL_SECONDS)
         except Exception as exc:
-            abort(context, exc, "WatchVerdicts")
+            metrics.refusal("WatchVerdicts", refusal_for(exc))
+            abort(
+                context,
+                exc,
+                "WatchVerdicts",
+                rpc_fields("WatchVerdicts", request, context, started),
+            )
+        finally:
+            metrics.stream_closed()
 
 
 class OperatorService(pb_grpc.OperatorServicer):
@@ -239,6 +316,8 @@ class OperatorService(pb_grpc.OperatorServicer):
             if latest is not None:
                 current = self.v.currency_of(latest, device, latest.boot_epoch)
                 msg.latest_verdict.CopyFrom(verdict_to_pb(latest, current))
+                msg.last_attested_at.CopyFrom(timestamp(latest.issued_at))
+                msg.last_status = STATUS_TO_PB[latest.status]
             out.append(msg)
         return pb.ListDevicesResponse(devices=out)
 

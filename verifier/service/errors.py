@@ -7,6 +7,7 @@ Anything unexpected becomes INTERNAL with a generic message (the details go to t
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import grpc
 
@@ -44,11 +45,20 @@ def status_for(exc: errors.AttestationError) -> grpc.StatusCode:
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
-def abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
-    """Terminate the RPC with the status that ``exc`` maps to (never returns)."""
+def abort(
+    context: grpc.ServicerContext,
+    exc: BaseException,
+    method: str,
+    fields: Mapping[str, object] | None = None,
+) -> None:
+    """Terminate the RPC with the status that ``exc`` maps to (never returns).
+
+    ``fields``: structured log fields of the call (``verifier.logjson.FIELDS``: rpc, caller,
+    device, duration), put on the log record of the refusal."""
+    extra = dict(fields or {})
     if isinstance(exc, errors.AttestationError):
         code = status_for(exc)
-        log.info("%s refused: %s: %s", method, type(exc).__name__, exc)
+        log.info("%s refused: %s: %s", method, type(exc).__name__, exc, extra=extra)
         context.abort(code, f"{type(exc).__name__}: {exc}")
-    log.exception("%s failed unexpectedly", method)
+    log.exception("%s failed unexpectedly", method, extra=extra)
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the verifier's log)")

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import grpc
 
-from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier.app import Verifier
 from verifier.service.api import AgentService, OperatorService, RelyingPartyService
 from verifier.service.authz import AuthorizationInterceptor
+from verifier.service.decode import DecodeFailures, add_services, receive_cap
+from verifier.service.health import HealthMonitor
 from verifier.service.ratelimit import RateLimiter, StreamSlots
 from verifier.tls.credentials import ServerTls, TlsConfigError, add_operator_socket, check_listen
 
@@ -80,8 +81,10 @@ def build_server(
     reuse_port: bool = False,
     max_streams: int | None = None,
     clock: Callable[[], float] = time.monotonic,
+    health: HealthMonitor | None = None,
 ) -> tuple[grpc.Server, Ports]:
-    """Return the server (not started) and the ports it is bound to.
+    """Return the server (not started) and the ports it is bound to; ``health``: also serve
+    the standard grpc.health.v1 service from that monitor.
 
     Raises ``TlsConfigError`` for a listener configuration that must not serve (plaintext on
     the network without ``insecure``, a caller listener without TLS, an unusable socket path),
@@ -91,7 +94,8 @@ def build_server(
     _check(listen)
     limits = verifier.settings.limits
     options = [
-        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        # above the limit, so that our decoder answers INVALID_ARGUMENT for an oversized body
+        ("grpc.max_receive_message_length", receive_cap(limits.max_message_bytes)),
         ("grpc.max_send_message_length", limits.max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
@@ -106,9 +110,20 @@ def build_server(
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    pb_grpc.add_AgentServicer_to_server(AgentService(verifier), server)
-    pb_grpc.add_RelyingPartyServicer_to_server(RelyingPartyService(verifier), server)
-    pb_grpc.add_OperatorServicer_to_server(OperatorService(verifier), server)
+    # Every request is decoded by us, not by grpc: an undecodable or oversized body gets
+    # INVALID_ARGUMENT with one line (counted, logged at a bounded rate), never INTERNAL.
+    add_services(
+        server,
+        {
+            "Agent": AgentService(verifier),
+            "RelyingParty": RelyingPartyService(verifier),
+            "Operator": OperatorService(verifier),
+        },
+        limits.max_message_bytes,
+        DecodeFailures(),
+    )
+    if health is not None:
+        health.add_to_server(server)
     if listen.tls is None:
         agent_port = server.add_insecure_port(listen.agent)
     else:

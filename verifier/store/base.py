@@ -21,6 +21,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from verifier.audit.entry import LogEntry
@@ -37,16 +38,38 @@ from verifier.records import (
     RevocationRecord,
     StoredEvidence,
 )
-from verifier.verdict import Verdict
+from verifier.verdict import Status, Verdict
 
 __all__ = [
     "DeviceRecord",
     "EnrollmentChallenge",
     "GoldenSetRecord",
     "IssuedNonce",
+    "LatestVerdictCounts",
+    "LatestVerdictGroup",
     "Store",
     "StoredEvidence",
 ]
+
+
+@dataclass(frozen=True)
+class LatestVerdictGroup:
+    """Devices whose latest verdict has this status, profile and release; ``live``: it had
+    not expired at the time asked (supersession by the golden set is the caller's to judge)."""
+
+    status: Status
+    profile: str
+    release: str
+    live: bool
+    devices: int
+
+
+@dataclass(frozen=True)
+class LatestVerdictCounts:
+    """``enrolled`` devices; ``groups`` cover those with a verdict (the rest never attested)."""
+
+    enrolled: int
+    groups: tuple[LatestVerdictGroup, ...]
 
 
 class Store(Protocol):
@@ -147,6 +170,15 @@ class Store(Protocol):
     def verdict_by_sequence(self, sequence: int) -> Verdict | None: ...
     def purge_history(self, now: float, retention: Retention, batch: int = 500) -> int:
         """One retention batch: bodies cleared, verdict rows deleted, digests and log kept."""
+        ...
+
+    # health and coverage
+    def ping(self) -> None:
+        """Return when the database answers; raise ``StoreUnavailable`` when it does not."""
+        ...
+
+    def latest_verdict_counts(self, now: float) -> LatestVerdictCounts:
+        """The latest verdict of every device, counted; cheap at a million devices."""
         ...
 
     def close(self) -> None: ...

@@ -67,7 +67,8 @@ from verifier.records import (
 )
 from verifier.store import codec
 from verifier.store.auditsql import AuditSql, Run
-from verifier.verdict import BootEpoch, Verdict
+from verifier.store.base import LatestVerdictCounts, LatestVerdictGroup
+from verifier.verdict import SUPERSEDED_AT, BootEpoch, Verdict
 
 Row = tuple[Any, ...]
 Params = tuple[object, ...]
@@ -161,6 +162,27 @@ class Statements:
     approve_device: str
     insert_change: str
     device_changes: str
+    ping: str
+    count_devices: str
+    latest_verdict_counts: str
+
+
+# Coverage: the latest verdict of each device (its highest sequence, supersession events
+# aside), counted by what decides its freshness; a verdict with a supersession event (a
+# revocation, a golden change the sweeper saw) is never live. One index seek per device on
+# verdicts_by_device (device_id, sequence) finds the max, a primary-key lookup reads the row,
+# one partial-index probe (verdicts_superseded_once) the event: O(devices x log verdicts),
+# never a scan of the history; one result row per (status, profile, release, live) group.
+_LATEST_VERDICT_COUNTS = (
+    "SELECT v.status, v.profile, v.release_name,"
+    " CASE WHEN v.expires_at > ? AND NOT EXISTS (SELECT 1 FROM verdicts AS s"
+    " WHERE s.supersession != '' AND s.verdict_id = v.verdict_id) THEN 1 ELSE 0 END AS live,"
+    " count(*)"
+    " FROM devices AS d JOIN verdicts AS v ON v.sequence ="
+    " (SELECT max(w.sequence) FROM verdicts AS w"
+    " WHERE w.device_id = d.device_id AND w.supersession = '')"
+    " GROUP BY v.status, v.profile, v.release_name, live"
+)
 
 
 def dialect(
@@ -301,6 +323,9 @@ def dialect(
         device_changes=q(
             f"SELECT {_CHANGE_COLUMNS} FROM device_changes WHERE device_id = ? ORDER BY id"
         ),
+        ping=VERSION_QUERY,
+        count_devices="SELECT count(*) FROM devices",
+        latest_verdict_counts=q(_LATEST_VERDICT_COUNTS),
     )
 
 
@@ -539,14 +564,17 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
         verdict sequence repeating the verdict; None when it was already superseded."""
         if not why:
             raise ValueError("a supersession needs its reason")
-        event = replace(verdict, supersession=why)
+        when = time.time()
+        event = replace(
+            verdict, supersession=why, extra={**verdict.extra, SUPERSEDED_AT: f"{when:.6f}"}
+        )
 
         def body(run: Run) -> Verdict | None:
             rows = run(self.statements.insert_supersession, _verdict_params(event))
             if not rows:
                 return None
             stored = replace(event, sequence=int(rows[0][0]))
-            self._append_locked(run, supersession_entry(stored, why, time.time()))
+            self._append_locked(run, supersession_entry(stored, why, when))
             return stored
 
         # the event and its audit log entry in one transaction, in log order
@@ -721,6 +749,28 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
             ],
         )
         return nonces + challenges
+
+    # -------------------------------------------------------------- health and coverage
+
+    def ping(self) -> None:
+        """One round trip to the database; ``StoreUnavailable`` when it does not answer."""
+        self._read("ping", self.statements.ping, ())
+
+    def latest_verdict_counts(self, now: float) -> LatestVerdictCounts:
+        """Enrolled devices, and their latest verdicts counted by group (see the SQL)."""
+        enrolled = int(self._read("count devices", self.statements.count_devices, ())[0][0])
+        rows = self._read("coverage", self.statements.latest_verdict_counts, (now,))
+        groups = tuple(
+            LatestVerdictGroup(
+                status=codec.decode_status(row[0]),
+                profile=str(row[1]),
+                release=str(row[2]),
+                live=bool(row[3]),
+                devices=int(row[4]),
+            )
+            for row in rows
+        )
+        return LatestVerdictCounts(enrolled, groups)
 
 
 # ------------------------------------------------------------------ row decoders

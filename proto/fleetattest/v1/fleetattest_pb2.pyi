@@ -379,7 +379,7 @@ class ListDevicesRequest(_message.Message):
     def __init__(self, profile: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("device_id", "labels", "profile", "enrollment_count", "latest_verdict", "pending_ak_name", "approved", "revoked")
+    __slots__ = ("device_id", "labels", "profile", "enrollment_count", "latest_verdict", "pending_ak_name", "approved", "revoked", "last_attested_at", "last_status")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -395,6 +395,8 @@ class Device(_message.Message):
     PENDING_AK_NAME_FIELD_NUMBER: _ClassVar[int]
     APPROVED_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ATTESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     labels: _containers.ScalarMap[str, str]
     profile: str
@@ -403,7 +405,9 @@ class Device(_message.Message):
     pending_ak_name: str
     approved: bool
     revoked: str
-    def __init__(self, device_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., enrollment_count: _Optional[int] = ..., latest_verdict: _Optional[_Union[Verdict, _Mapping]] = ..., pending_ak_name: _Optional[str] = ..., approved: _Optional[bool] = ..., revoked: _Optional[str] = ...) -> None: ...
+    last_attested_at: _timestamp_pb2.Timestamp
+    last_status: Status
+    def __init__(self, device_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., enrollment_count: _Optional[int] = ..., latest_verdict: _Optional[_Union[Verdict, _Mapping]] = ..., pending_ak_name: _Optional[str] = ..., approved: _Optional[bool] = ..., revoked: _Optional[str] = ..., last_attested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_status: _Optional[_Union[Status, str]] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices",)
