@@ -7,7 +7,8 @@
     attest-verifier golden dry-run DIR --db DB [--golden CURRENT_DIR]
 
 ``lint`` loads DIR exactly as the verifier would (same loader, same limits) and prints each
-problem as ``file:line:column: message`` with its hint on the next line, then a summary.
+problem as ``file:line:column: message`` with its hint on the next line, then a summary;
+warnings (a runtime exclusion that matches every path) are printed as ``warning: ...``.
 Exit codes: 0 clean, 1 problems found, 2 DIR missing or unreadable.
 
 ``learn`` prints (or writes to a new ``--output`` file) a candidate release learned from a
@@ -152,6 +153,9 @@ def _print_problems(problems: tuple[GoldenProblem, ...], out: TextIO) -> None:
 
 
 def _print_summary(golden: GoldenSet, out: TextIO) -> None:
+    for profile in golden.profiles:
+        for warning in profile.runtime_warnings:
+            print(f"warning: {warning}", file=out)
     releases = sum(len(p.releases) for p in golden.profiles)
     print(
         f"ok: {len(golden.files)} files, {len(golden.profiles)} profiles, {releases} releases; "
