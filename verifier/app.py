@@ -15,6 +15,7 @@ consumed once, appraisal, verdict stored with history, latest evidence kept).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verifier import errors
-from verifier.appraisal import AppraisalContext, appraise
+from verifier.appraisal import AppraisalContext, Appraised, appraise_evidence
 from verifier.enrollment.ekchain import Allowlist, TrustStore
 from verifier.enrollment.flow import Enrollment
 from verifier.enrollment.tpmpublic import TpmPublic, parse_tpm2b_public
@@ -33,11 +34,13 @@ from verifier.golden.evidence_policy import LogAppraisalCache
 from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
 from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
+from verifier.ima.incremental import IncrementalState, state_from_dict, state_to_dict
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livegolden import LiveGolden
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
     DeviceRecord,
+    ImaStateRecord,
     IssuedNonce,
     Store,
     StoredEvidence,
@@ -58,6 +61,13 @@ class ChallengeIssued:
     pcrs: tuple[int, ...]
     profile: str
     expires_at: float
+
+
+@dataclass(frozen=True)
+class Attested:
+    verdict: Verdict  # as stored
+    token: str
+    ima_entries: int  # IMA entries accepted in this boot: the agent's next ima_offset
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,14 @@ class Verifier:
 
     def attest(self, evidence: Evidence) -> tuple[Verdict, str]:
         """Appraise, store and sign: the stored verdict and its token."""
+        attested = self.attest_evidence(evidence)
+        return attested.verdict, attested.token
+
+    def attest_evidence(self, evidence: Evidence) -> Attested:
+        """Appraise, store (the verdict, then the device's new IMA state) and sign.
+
+        The IMA state is written after the verdict: a crash in between loses the state, and
+        the device's next increment is answered with ``ImaLogRequired`` (fail safe)."""
         device = self._device(evidence.device_id)
         now = self.clock()
         issued = self.store.consume_nonce(evidence.device_id, evidence.nonce, now)
@@ -147,9 +165,11 @@ class Verifier:
             ek_not_after=device.ek_not_after,
             limits=self.settings.limits,
             log_cache=self._log_cache,
+            ima_state=self._ima_state(device.device_id) if profile.runtime else None,
         )
-        verdict = appraise(evidence, ctx, now)
-        stored = self.store.add_verdict(verdict)
+        appraised = appraise_evidence(evidence, ctx, now)
+        stored = self.store.add_verdict(appraised.verdict)
+        ima_entries = self._keep_ima_state(device.device_id, appraised, now)
         self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
             self._verdict_added.notify_all()
@@ -161,7 +181,32 @@ class Verifier:
             stored.release or "-",
             len(stored.reasons),
         )
-        return stored, self.token_for(stored, device=device)
+        return Attested(stored, self.token_for(stored, device=device), ima_entries)
+
+    def _ima_state(self, device_id: str) -> IncrementalState | None:
+        record = self.store.ima_state(device_id)
+        if record is None:
+            return None
+        try:
+            return state_from_dict(json.loads(record.state))
+        except (ValueError, KeyError, TypeError) as exc:
+            # Lost state is safe: the device is asked for its whole IMA log.
+            log.warning("IMA state of %s is damaged and ignored: %s", device_id, exc)
+            return None
+
+    def _keep_ima_state(self, device_id: str, appraised: Appraised, now: float) -> int:
+        if appraised.ima is None:
+            return 0
+        state = appraised.ima.state
+        record = ImaStateRecord(
+            device_id=device_id,
+            boot_id=state.boot_id,
+            entry_count=state.entry_count,
+            state=json.dumps(state_to_dict(state), separators=(",", ":")),
+            updated_at=now,
+        )
+        self.store.put_ima_state(record)
+        return state.entry_count
 
     def _keep_evidence(
         self, evidence: Evidence, device: DeviceRecord, issued: IssuedNonce, now: float

@@ -119,8 +119,12 @@ class AgentService(pb_grpc.AgentServicer):
     @rpc
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         evidence = _evidence_from(request, self.v.settings.limits)
-        verdict, token = self.v.attest(evidence)
-        return pb.AttestResponse(verdict=verdict_to_pb(verdict, self.v.freshness(verdict), token))
+        attested = self.v.attest_evidence(evidence)
+        verdict = attested.verdict
+        return pb.AttestResponse(
+            verdict=verdict_to_pb(verdict, self.v.freshness(verdict), attested.token),
+            ima_entries=attested.ima_entries,
+        )
 
 
 class RelyingPartyService(pb_grpc.RelyingPartyServicer):

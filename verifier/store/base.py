@@ -22,6 +22,7 @@ from verifier.records import (
     DeviceRecord,
     EnrollmentChallenge,
     GoldenSetRecord,
+    ImaStateRecord,
     IssuedNonce,
     StoredEvidence,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "DeviceRecord",
     "EnrollmentChallenge",
     "GoldenSetRecord",
+    "ImaStateRecord",
     "IssuedNonce",
     "Store",
     "StoredEvidence",
@@ -79,6 +81,13 @@ class Store(Protocol):
     def all_latest_evidence(self) -> Sequence[StoredEvidence]: ...
     def record_golden_set(self, record: GoldenSetRecord) -> None: ...
     def golden_set(self, digest: str) -> GoldenSetRecord | None: ...
+
+    # IMA incremental state: one row per device, for its latest boot
+    def put_ima_state(self, record: ImaStateRecord) -> None:
+        """Replace the device's state unless the stored one was updated later."""
+        ...
+
+    def ima_state(self, device_id: str) -> ImaStateRecord | None: ...
 
     def purge_expired(self, now: float) -> int: ...
     def close(self) -> None: ...

@@ -102,6 +102,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) STRICT""",
         "CREATE INDEX golden_sets_by_digest ON golden_sets (digest, id)",
     ),
+    (  # 2: IMA incremental state, one row per device (its latest boot)
+        """CREATE TABLE ima_states (
+            device_id TEXT PRIMARY KEY REFERENCES devices (device_id),
+            boot_id TEXT NOT NULL,
+            entry_count INTEGER NOT NULL CHECK (entry_count >= 0),
+            state TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        ) STRICT""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

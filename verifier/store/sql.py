@@ -57,6 +57,7 @@ from verifier.store.base import (
     DeviceRecord,
     EnrollmentChallenge,
     GoldenSetRecord,
+    ImaStateRecord,
     IssuedNonce,
     StoredEvidence,
 )
@@ -133,6 +134,8 @@ class Statements:
     purge_nonces: str
     purge_challenges: str
     purge_logs: str
+    put_ima_state: str
+    select_ima_state: str
 
 
 def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: str) -> Statements:
@@ -218,6 +221,18 @@ def dialect(placeholder: str, empty_blob: str, in_devices: str, verdict_rows: st
         purge_logs=(
             "DELETE FROM evidence_logs WHERE NOT EXISTS"
             " (SELECT 1 FROM evidence WHERE evidence.log_digest = evidence_logs.digest)"
+        ),
+        put_ima_state=q(
+            "INSERT INTO ima_states (device_id, boot_id, entry_count, state, updated_at)"
+            f" VALUES ({marks(5)})"
+            " ON CONFLICT (device_id) DO UPDATE SET boot_id = excluded.boot_id,"
+            " entry_count = excluded.entry_count, state = excluded.state,"
+            " updated_at = excluded.updated_at"
+            " WHERE excluded.updated_at >= ima_states.updated_at"
+        ),
+        select_ima_state=q(
+            "SELECT device_id, boot_id, entry_count, state, updated_at FROM ima_states"
+            " WHERE device_id = ?"
         ),
     )
 
@@ -532,6 +547,23 @@ class SqlStore(ABC, Generic[Conn]):
             return None
         found, loaded_at, files = rows[0]
         return GoldenSetRecord(found, loaded_at, codec.decode_str_map(files, "golden files"))
+
+    def put_ima_state(self, record: ImaStateRecord) -> None:
+        row = (
+            record.device_id,
+            record.boot_id,
+            record.entry_count,
+            record.state,
+            record.updated_at,
+        )
+        self._write("keep IMA state", self.statements.put_ima_state, row)
+
+    def ima_state(self, device_id: str) -> ImaStateRecord | None:
+        rows = self._read("IMA state", self.statements.select_ima_state, (device_id,))
+        if not rows:
+            return None
+        found, boot, count, state, updated_at = rows[0]
+        return ImaStateRecord(str(found), str(boot), int(count), str(state), float(updated_at))
 
     def purge_expired(self, now: float) -> int:
         """Drop expired nonces and challenges (counted) and event logs no evidence refers to."""

@@ -129,7 +129,7 @@ class PcrValue(_message.Message):
     def __init__(self, pcr: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class AttestRequest(_message.Message):
-    __slots__ = ("device_id", "nonce", "quote", "signature", "pcr_values", "event_log", "ima_log")
+    __slots__ = ("device_id", "nonce", "quote", "signature", "pcr_values", "event_log", "ima_log", "ima_offset")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     QUOTE_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class AttestRequest(_message.Message):
     PCR_VALUES_FIELD_NUMBER: _ClassVar[int]
     EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
     IMA_LOG_FIELD_NUMBER: _ClassVar[int]
+    IMA_OFFSET_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     nonce: bytes
     quote: bytes
@@ -144,13 +145,16 @@ class AttestRequest(_message.Message):
     pcr_values: _containers.RepeatedCompositeFieldContainer[PcrValue]
     event_log: bytes
     ima_log: bytes
-    def __init__(self, device_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., quote: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ..., event_log: _Optional[bytes] = ..., ima_log: _Optional[bytes] = ...) -> None: ...
+    ima_offset: int
+    def __init__(self, device_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., quote: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ..., event_log: _Optional[bytes] = ..., ima_log: _Optional[bytes] = ..., ima_offset: _Optional[int] = ...) -> None: ...
 
 class AttestResponse(_message.Message):
-    __slots__ = ("verdict",)
+    __slots__ = ("verdict", "ima_entries")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    IMA_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
-    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
+    ima_entries: int
+    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ..., ima_entries: _Optional[int] = ...) -> None: ...
 
 class Reason(_message.Message):
     __slots__ = ("code", "text", "severity", "pcr", "expected", "actual", "release", "rule", "event_index")
