@@ -7,6 +7,11 @@
 ``run`` enrolls if needed, attests, then re-attests at about two thirds of each verdict's
 lifetime (with jitter), backing off with jitter while the verifier is unreachable or busy,
 until SIGTERM. ``attest`` exits 0 only for an affirming verdict.
+
+``--ima-log PATH`` sends the Linux IMA measurement list (default: the kernel's
+``/sys/kernel/security/ima/binary_runtime_measurements`` when it exists, none otherwise;
+``--no-ima-log`` sends none). Within one boot only the entries appended since the last
+accepted attestation are sent (the cursor lives in the state directory, ``ima.json``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import grpc
 from agent import __version__
 from agent.backoff import Backoff, Stopped, is_transient
 from agent.flows import DEFAULT_EVENT_LOG, AgentConfig, attest_once, enroll
+from agent.ima import DEFAULT_IMA_LOG, ImaListError
 from agent.state import StateError
 from agent.tpm import TpmError
 from fleetattest.v1 import fleetattest_pb2 as pb
@@ -49,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         event_log=None if ns.no_event_log else ns.event_log,
         labels=dict(_label(item) for item in ns.label),
         new_ak=getattr(ns, "new_ak", False),
+        ima_log=_ima_log(ns.ima_log, ns.no_ima_log),
     )
     stop = threading.Event()
 
@@ -65,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"attest-agent: verifier said {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 2
-    except (TpmError, StateError) as exc:
+    except (TpmError, StateError, ImaListError) as exc:
         print(f"attest-agent: {exc}", file=sys.stderr)
         return 2
 
@@ -93,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--event-log", type=Path, default=DEFAULT_EVENT_LOG)
         p.add_argument("--no-event-log", action="store_true", help="send no event log")
         p.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
+        p.add_argument(
+            "--ima-log",
+            type=Path,
+            help=f"IMA measurement list to send (default {DEFAULT_IMA_LOG} when it exists)",
+        )
+        p.add_argument("--no-ima-log", action="store_true", help="send no IMA log")
         if name == "enroll":
             p.add_argument(
                 "--new-ak",
@@ -102,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(func=func)
     return parser
+
+
+def _ima_log(given: Path | None, off: bool) -> Path | None:
+    if off:
+        return None
+    if given is not None:
+        return given
+    return DEFAULT_IMA_LOG if DEFAULT_IMA_LOG.exists() else None
 
 
 def _label(item: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from agent import ima
 from agent.backoff import Backoff, retry
 from agent.state import AgentState
 from agent.tpm import Tpm
@@ -38,6 +39,8 @@ class AgentConfig:
     labels: Mapping[str, str] | None = None
     timeout: float = 30.0
     new_ak: bool = False  # forget the saved AK and enroll a new one (after a TPM clear)
+    ima_log: Path | None = None  # the IMA measurement list; None: send none
+    boot_id: Path = ima.DEFAULT_BOOT_ID  # changes every boot: the IMA cursor is per boot
 
 
 def channel(address: str) -> grpc.Channel:
@@ -140,7 +143,29 @@ def evidence_for(config: AgentConfig, device_id: str, challenge: pb.Challenge) -
 
 
 def attest_once(config: AgentConfig, device_id: str, stop: threading.Event) -> pb.Verdict:
-    """Challenge, quote, send; returns the verdict (raises on a refused attestation)."""
+    """Challenge, quote, send; returns the verdict (raises on a refused attestation).
+
+    With an IMA log, only the entries after the verifier's accepted count are sent; when the
+    verifier answers ``ImaLogRequired`` the cursor is dropped and the whole log is sent with
+    a fresh challenge (once)."""
+    if config.ima_log is None:
+        return _attest(config, device_id, stop, None)
+    try:
+        return _attest(config, device_id, stop, config.ima_log)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        if not str(exc.details()).startswith(ima.IMA_LOG_REQUIRED):
+            raise
+        log.info("the verifier asks for the whole IMA log: %s", exc.details())
+        ima.forget_cursor(config.state_dir)
+        return _attest(config, device_id, stop, config.ima_log)
+
+
+def _attest(
+    config: AgentConfig, device_id: str, stop: threading.Event, ima_log: Path | None
+) -> pb.Verdict:
+    sent = None
     with channel(config.verifier) as ch:
         stub = pb_grpc.AgentStub(ch)
         challenge = retry(
@@ -151,7 +176,13 @@ def attest_once(config: AgentConfig, device_id: str, stop: threading.Event) -> p
             what="GetChallenge",
         )
         request = evidence_for(config, device_id, challenge)
+        if ima_log is not None:
+            cursor = ima.load_cursor(config.state_dir)
+            sent = ima.payload(ima_log, ima.read_boot_id(config.boot_id), cursor)
+            request.ima_log, request.ima_offset = sent.data, sent.first
         # Not retried on its own: the nonce is single use. A transient failure here
         # restarts from a fresh challenge (the caller's loop).
         response = stub.Attest(request, timeout=config.timeout)
+    if sent is not None:
+        ima.save_cursor(config.state_dir, ima.advanced(sent, response.ima_entries))
     return response.verdict

@@ -27,6 +27,7 @@ from agent.tpm import Tpm
 from fleetattest.v1 import fleetattest_pb2 as pb
 from simulator.ca import LocalCa
 from simulator.firmware import FirmwareProfile, UnreplayableLog, boot, replay_real_log
+from simulator.ima import ImaKernel
 from simulator.swtpm import STARTUP_LOCALITIES, SwtpmFactory, SwtpmInstance
 from simulator.tcglog import parse_log, pcr0_start
 from verifier.app import Verifier, VerifierSettings, open_trust
@@ -36,6 +37,7 @@ from verifier.store import open_store
 from verifier.token import KeyRing
 
 DEVICE_LABELS = {"model": "sim-gateway"}
+RUNTIME_LABELS = {"model": "sim-runtime"}  # golden_measurements/sim-runtime.yaml
 
 
 class MovableClock:
@@ -99,16 +101,25 @@ class SimDevice:
     workdir: Path
     labels: Mapping[str, str] = field(default_factory=lambda: dict(DEVICE_LABELS))
     device_id: str = ""
+    runtime: bool = False  # runs files after boot: an IMA list and PCR 10 (simulator.ima)
 
     @property
     def event_log(self) -> Path:
         return self.workdir / "binary_bios_measurements"
+
+    @property
+    def ima(self) -> ImaKernel:
+        return ImaKernel(
+            self.tpm.tcti, self.workdir / "binary_runtime_measurements", self.workdir / "boot_id"
+        )
 
     def power_on(self) -> None:
         """Measure a boot of ``firmware`` into the TPM and write its event log."""
         with Tpm.open(self.tpm.tcti) as tpm:
             record = boot(self.firmware, tpm.extend)
         self.event_log.write_bytes(record.log)
+        if self.runtime:
+            self.ima.boot()
 
     def boot_real_log(self, log: bytes, bank: str = "sha256") -> dict[int, bytes]:
         """Reboot and replay a real machine's event log into the TPM instead of a synthetic
@@ -143,6 +154,8 @@ class SimDevice:
             event_log=self.event_log,
             labels=dict(self.labels),
             timeout=20.0,
+            ima_log=self.ima.list_path if self.runtime else None,
+            boot_id=self.ima.boot_id_path,
         )
 
     def enroll(self, verifier: str) -> str:
@@ -189,12 +202,15 @@ class Fleet:
         *,
         ek_issuer: str = "intermediate",
         labels: Mapping[str, str] | None = None,
+        runtime: bool = False,
     ) -> SimDevice:
         tpm = self.factory.create(name)
         tpm.provision_ek_certificate(self.ca, "rsa", issuer=ek_issuer)
         workdir = self.workdir / "devices" / name
         workdir.mkdir(parents=True, exist_ok=True)
-        device = SimDevice(name, tpm, firmware, workdir)
+        device = SimDevice(name, tpm, firmware, workdir, runtime=runtime)
+        if runtime:
+            device.labels = dict(RUNTIME_LABELS)
         if labels is not None:
             device.labels = dict(labels)
         device.power_on()
