@@ -36,7 +36,7 @@ else:
     sys.exit("a W+X mapping was allowed: the rule is not in force")
 from simulator.fleet import Fleet
 from simulator.profiles import GOOD_A
-from proto.fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2 as pb
 with Fleet(Path(sys.argv[1])) as fleet:
     fleet.start_verifier(Path(sys.argv[2]))
     device = fleet.add_device("mdwe", GOOD_A)
@@ -47,7 +47,7 @@ with Fleet(Path(sys.argv[1])) as fleet:
 
 @pytest.mark.swtpm
 def test_enroll_and_attest_run_with_memory_deny_write_execute(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path), str(REPO / "golden_measurements")],
         capture_output=True,
