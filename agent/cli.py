@@ -20,6 +20,11 @@ operator (a corrupt state file, an AK that no longer loads after a TPM clear) ex
 ``attest`` exits 0 only for an affirming verdict. ``run --status-file PATH`` and
 ``--metrics-textfile PATH.prom`` keep the agent's state for node monitoring (``agent.status``):
 last verdict, next attestation, last error.
+
+``--ima-log PATH`` sends the Linux IMA measurement list (default: the kernel's
+``/sys/kernel/security/ima/binary_runtime_measurements`` when it exists, none otherwise;
+``--no-ima-log`` sends none). Within one boot only the entries appended since the last
+accepted attestation are sent (the cursor lives in the state directory, ``ima.json``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from agent.flows import (
     config_channel,
     enroll,
 )
+from agent.ima import DEFAULT_IMA_LOG, ImaListError
 from agent.state import AgentState, StateError, TpmStatus
 from agent.status import StatusReporter
 from agent.tpm import TpmError, tpm_condition
@@ -77,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ca=ns.ca,
         insecure=ns.insecure,
         ek_intermediates=read_certificates(ns.ek_intermediates),
+        ima_log=_ima_log(ns.ima_log, ns.no_ima_log),
     )
     stop = threading.Event()
 
@@ -98,7 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"attest-agent: verifier said {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 2
-    except (TpmError, StateError, ChannelConfigError, VerifierNotAuthenticated) as exc:
+    except (
+        TpmError,
+        StateError,
+        ChannelConfigError,
+        VerifierNotAuthenticated,
+        ImaListError,
+    ) as exc:
         print(f"attest-agent: {exc}", file=sys.stderr)
         return 2
 
@@ -144,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="CA certificates (PEM or DER) between the EK certificate and the vendor root, "
             "sent at enrollment for a verifier whose trust directory lacks them",
         )
+        p.add_argument(
+            "--ima-log",
+            type=Path,
+            help=f"IMA measurement list to send (default {DEFAULT_IMA_LOG} when it exists)",
+        )
+        p.add_argument("--no-ima-log", action="store_true", help="send no IMA log")
         if name == "enroll":
             p.add_argument(
                 "--new-ak",
@@ -183,6 +202,14 @@ def read_certificates(paths: Sequence[Path]) -> tuple[bytes, ...]:
         if not blocks:
             found.append(data)
     return tuple(found)
+
+
+def _ima_log(given: Path | None, off: bool) -> Path | None:
+    if off:
+        return None
+    if given is not None:
+        return given
+    return DEFAULT_IMA_LOG if DEFAULT_IMA_LOG.exists() else None
 
 
 def _label(item: str) -> tuple[str, str]:

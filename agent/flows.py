@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import grpc
 
+from agent import ima
 from agent.backoff import Backoff, retry
 from agent.state import AgentState
 from agent.tpm import Tpm
@@ -50,6 +51,8 @@ class AgentConfig:
     ca: Path | None = None  # the verifier's CA bundle (PEM): pinned
     insecure: bool = False  # plaintext to the verifier: only when said explicitly
     ek_intermediates: tuple[bytes, ...] = ()  # DER CA certificates above the EK certificate
+    ima_log: Path | None = None  # the IMA measurement list; None: send none
+    boot_id: Path = ima.DEFAULT_BOOT_ID  # changes every boot: the IMA cursor is per boot
 
 
 class ChannelConfigError(Exception):
@@ -232,15 +235,39 @@ def attest_once(
 
     ``ch``: a channel to reuse (``attest-agent run`` keeps one: its TLS connection, while it
     lasts, spares a handshake per attestation); None: a channel for this attestation only.
+    With an IMA log, only the entries after the verifier's accepted count are sent; when the
+    verifier answers ``ImaLogRequired`` the cursor is dropped and the whole log is sent with
+    a fresh challenge (once).
     """
     if ch is None:
         with config_channel(config) as own:
-            return _attest(config, device_id, stop, own)
-    return _attest(config, device_id, stop, ch)
+            return _attest_with_ima(config, device_id, stop, own)
+    return _attest_with_ima(config, device_id, stop, ch)
+
+
+def _attest_with_ima(
+    config: AgentConfig, device_id: str, stop: threading.Event, ch: grpc.Channel
+) -> pb.Verdict:
+    if config.ima_log is None:
+        return _attest(config, device_id, stop, ch, None)
+    try:
+        return _attest(config, device_id, stop, ch, config.ima_log)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        if not str(exc.details()).startswith(ima.IMA_LOG_REQUIRED):
+            raise
+        log.info("the verifier asks for the whole IMA log: %s", exc.details())
+        ima.forget_cursor(config.state_dir)
+        return _attest(config, device_id, stop, ch, config.ima_log)
 
 
 def _attest(
-    config: AgentConfig, device_id: str, stop: threading.Event, ch: grpc.Channel
+    config: AgentConfig,
+    device_id: str,
+    stop: threading.Event,
+    ch: grpc.Channel,
+    ima_log: Path | None,
 ) -> pb.Verdict:
     stub = pb_grpc.AgentStub(ch)
     challenge = retry(
@@ -254,7 +281,14 @@ def _attest(
         what="GetChallenge",
     )
     request = evidence_for(config, device_id, challenge)
+    sent = None
+    if ima_log is not None:
+        cursor = ima.load_cursor(config.state_dir)
+        sent = ima.payload(ima_log, ima.read_boot_id(config.boot_id), cursor)
+        request.ima_log, request.ima_offset = sent.data, sent.first
     # Not retried on its own: the nonce is single use. A transient failure here
     # restarts from a fresh challenge (the caller's loop).
     response = _guarded(lambda: stub.Attest(request, timeout=config.timeout), config.verifier)()
+    if sent is not None:
+        ima.save_cursor(config.state_dir, ima.advanced(sent, response.ima_entries))
     return response.verdict

@@ -26,7 +26,13 @@ from pathlib import Path
 
 from simulator.firmware import FirmwareProfile
 from simulator.fleet import Fleet, RunningVerifier, SimDevice
-from simulator.goldengen import PROFILE_NAME, golden_yaml, release_name
+from simulator.goldengen import (
+    PROFILE_NAME,
+    RUNTIME_PROFILE,
+    golden_yaml,
+    release_name,
+    runtime_yaml,
+)
 from simulator.profiles import GOOD_A, GOOD_B, INIT_SH, SECUREBOOT_OFF, TAMPERED_BOOTLOADER
 from simulator.rollout import run_rollout
 from simulator.scenarios import SCENARIOS, Outcome, attest
@@ -134,6 +140,7 @@ def golden_dir(given: Path | None, workdir: Path) -> Path:
     directory = workdir / "golden"
     directory.mkdir(exist_ok=True)
     (directory / f"{PROFILE_NAME}.yaml").write_text(golden_yaml(), encoding="utf-8")
+    (directory / f"{RUNTIME_PROFILE}.yaml").write_text(runtime_yaml(), encoding="utf-8")
     return directory
 
 

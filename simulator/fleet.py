@@ -32,6 +32,7 @@ from agent.tpm import Tpm
 from fleetattest.v1 import fleetattest_pb2 as pb
 from simulator.ca import LocalCa
 from simulator.firmware import FirmwareProfile, UnreplayableLog, boot, replay_real_log
+from simulator.ima import ImaKernel
 from simulator.swtpm import STARTUP_LOCALITIES, SwtpmFactory, SwtpmInstance
 from simulator.tcglog import parse_log, pcr0_start
 from verifier.app import Verifier, VerifierSettings, open_trust
@@ -54,6 +55,9 @@ def make_pki(directory: Path) -> Path:
     if not (directory / "ca.pem").exists():
         init_pki(directory, verifier_names=["localhost"], now=dt.datetime.now(dt.UTC))
     return directory
+
+
+RUNTIME_LABELS = {"model": "sim-runtime"}  # golden_measurements/sim-runtime.yaml
 
 
 class MovableClock:
@@ -189,16 +193,25 @@ class SimDevice:
     verifier_ca: Path | None = None  # the TLS CA bundle the agent pins (the fleet's)
     ek_certificate: bytes = b""  # the DER the CA issued (RSA EK)
     ek_intermediates: tuple[bytes, ...] = ()  # what the agent sends with it
+    runtime: bool = False  # runs files after boot: an IMA list and PCR 10 (simulator.ima)
 
     @property
     def event_log(self) -> Path:
         return self.workdir / "binary_bios_measurements"
+
+    @property
+    def ima(self) -> ImaKernel:
+        return ImaKernel(
+            self.tpm.tcti, self.workdir / "binary_runtime_measurements", self.workdir / "boot_id"
+        )
 
     def power_on(self) -> None:
         """Measure a boot of ``firmware`` into the TPM and write its event log."""
         with Tpm.open(self.tpm.tcti) as tpm:
             record = boot(self.firmware, tpm.extend)
         self.event_log.write_bytes(record.log)
+        if self.runtime:
+            self.ima.boot()
 
     def boot_real_log(self, log: bytes, bank: str = "sha256") -> dict[int, bytes]:
         """Reboot and replay a real machine's event log into the TPM instead of a synthetic
@@ -235,6 +248,8 @@ class SimDevice:
             timeout=20.0,
             ca=self.verifier_ca,
             ek_intermediates=self.ek_intermediates,
+            ima_log=self.ima.list_path if self.runtime else None,
+            boot_id=self.ima.boot_id_path,
         )
 
     def enroll(self, verifier: str) -> str:
@@ -284,6 +299,7 @@ class Fleet:
         *,
         ek_issuer: str = "intermediate",
         labels: Mapping[str, str] | None = None,
+        runtime: bool = False,
     ) -> SimDevice:
         tpm = self.factory.create(name)
         certificate = tpm.provision_ek_certificate(self.ca, "rsa", issuer=ek_issuer)
@@ -296,7 +312,10 @@ class Fleet:
             workdir,
             verifier_ca=self.pki / "ca.pem",
             ek_certificate=certificate,
+            runtime=runtime,
         )
+        if runtime:
+            device.labels = dict(RUNTIME_LABELS)
         if labels is not None:
             device.labels = dict(labels)
         device.power_on()

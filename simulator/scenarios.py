@@ -17,6 +17,7 @@ from agent.flows import evidence_for
 from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.fleet import Fleet, SimDevice, rpc_error_text, status_name
+from simulator.ima import SIGNED_FILES, signature_for
 from simulator.profiles import (
     GOOD_A,
     GOOD_B,
@@ -25,6 +26,8 @@ from simulator.profiles import (
     SECUREBOOT_OFF,
     TAMPERED_BOOTLOADER,
 )
+from verifier.ima import write
+from verifier.ima.parse import parse_binary
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,62 @@ def unclean_power_loss(fleet: Fleet, address: str) -> Outcome:
     return attest(device, address)
 
 
+def _runtime(name: str, act: Callable[[SimDevice], None]) -> Callable[[Fleet, str], Outcome]:
+    """A runtime device (simulator.ima) that runs its distribution, then ``act``."""
+
+    def run(fleet: Fleet, address: str) -> Outcome:
+        device = fleet.add_device(f"sc-{name}", GOOD_A, runtime=True)
+        device.ima.run_distribution()
+        act(device)
+        return attest(device, address)
+
+    return run
+
+
+def _nothing_else(device: SimDevice) -> None:
+    return None
+
+
+def _unknown_binary(device: SimDevice) -> None:
+    device.ima.run("/usr/local/bin/miner", b"xmrig 6.21")
+
+
+def _hidden_binary(device: SimDevice) -> None:
+    device.ima.run("/usr/local/bin/miner", b"xmrig 6.21")
+    device.ima.rewrite(device.ima.entries()[:-1])  # PCR 10 keeps the extend
+
+
+def _renamed_binary(device: SimDevice) -> None:
+    device.ima.run("/usr/local/bin/miner", b"xmrig 6.21")
+    entries = device.ima.entries()
+    (miner,) = parse_binary(entries[-1]).entries
+    renamed = write.file_entry("/usr/bin/ls", miner.digest)
+    device.ima.rewrite([*entries[:-1], renamed[:4] + miner.template_hash + renamed[24:]])
+
+
+def _bad_signature(device: SimDevice) -> None:
+    ((path, content),) = SIGNED_FILES.items()
+    device.ima.run(path, content + b" patched", signature=signature_for(content))
+
+
+def _violation(device: SimDevice) -> None:
+    device.ima.violation("/usr/bin/bash")
+
+
+def long_runtime(fleet: Fleet, address: str) -> Outcome:
+    """Twenty incremental attestations of ten new entries each: all must affirm."""
+    device = fleet.add_device("sc-long-runtime", GOOD_A, runtime=True)
+    device.ima.run_distribution()
+    outcome = attest(device, address)
+    for _ in range(20):
+        if outcome.result != "affirming":
+            return outcome
+        for _ in range(10):
+            device.ima.run("/usr/bin/ls", b"coreutils 9.1 ls")
+        outcome = attest(device, address)
+    return outcome
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("good-device", "firmware fw-1.0.0, Secure Boot on", "affirming", _boot("good")),
     Scenario(
@@ -155,4 +214,38 @@ SCENARIOS: tuple[Scenario, ...] = (
         "stops-attesting", "no attestation for 2 h (lifetime 1 h)", "expired", stops_attesting
     ),
     Scenario("unclean-power-loss", "power cut, reboot, attest", "warning", unclean_power_loss),
+    Scenario(
+        "runtime-good", "runs only allowed files (IMA)", "affirming", _runtime("rt", _nothing_else)
+    ),
+    Scenario(
+        "runtime-unknown-binary",
+        "runs a binary the runtime policy does not list",
+        "contraindicated",
+        _runtime("rt-unknown", _unknown_binary),
+    ),
+    Scenario(
+        "runtime-hidden-entry",
+        "removes its IMA entry to hide a binary",
+        "contraindicated",
+        _runtime("rt-hidden", _hidden_binary),
+    ),
+    Scenario(
+        "runtime-renamed-entry",
+        "changes an entry's path, keeps its digest",
+        "contraindicated",
+        _runtime("rt-renamed", _renamed_binary),
+    ),
+    Scenario(
+        "runtime-bad-signature",
+        "a signed file modified (ima-sig no longer verifies)",
+        "contraindicated",
+        _runtime("rt-badsig", _bad_signature),
+    ),
+    Scenario(
+        "runtime-violation",
+        "a file measured while open for write (ToMToU)",
+        "contraindicated",
+        _runtime("rt-tomtou", _violation),
+    ),
+    Scenario("runtime-long", "21 incremental attestations", "affirming", long_runtime),
 )

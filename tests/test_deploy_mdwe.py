@@ -47,7 +47,7 @@ with Fleet(Path(sys.argv[1])) as fleet:
 
 @pytest.mark.swtpm
 def test_enroll_and_attest_run_with_memory_deny_write_execute(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path), str(REPO / "golden_measurements")],
         capture_output=True,

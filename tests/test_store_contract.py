@@ -25,6 +25,7 @@ from verifier.store.base import (
     DeviceRecord,
     EnrollmentChallenge,
     GoldenSetRecord,
+    ImaStateRecord,
     IssuedNonce,
     LatestVerdictCounts,
     Store,
@@ -565,6 +566,59 @@ def test_unreachable_postgresql_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="cannot open") as raised:
         open_store(url)
     assert "s3cret" not in str(raised.value)
+
+
+# ------------------------------------------------------------------ IMA incremental state
+
+
+def ima_record(**changes: object) -> ImaStateRecord:
+    values: dict[str, object] = {
+        "device_id": "dev-a",
+        "boot_id": "3:0",
+        "entry_count": 12,
+        "state": '{"entry_count": 12}',
+        "updated_at": NOW,
+    }
+    values.update(changes)
+    return ImaStateRecord(**values)  # type: ignore[arg-type]
+
+
+def test_a_device_without_state_has_none(store: Store) -> None:
+    store.insert_device(device())
+    assert store.ima_state("dev-a") is None
+
+
+def test_the_state_is_kept_and_read_back(store: Store) -> None:
+    store.insert_device(device())
+    store.put_ima_state(ima_record())
+    assert store.ima_state("dev-a") == ima_record()
+
+
+def test_a_new_boot_replaces_the_state_of_the_old_one(store: Store) -> None:
+    store.insert_device(device())
+    store.put_ima_state(ima_record())
+    store.put_ima_state(ima_record(boot_id="4:0", entry_count=1, updated_at=NOW + 10))
+    assert store.ima_state("dev-a") == ima_record(boot_id="4:0", entry_count=1, updated_at=NOW + 10)
+
+
+def test_an_older_write_arriving_late_does_not_roll_the_state_back(store: Store) -> None:
+    store.insert_device(device())
+    store.put_ima_state(ima_record(entry_count=50, updated_at=NOW + 10))
+    store.put_ima_state(ima_record(entry_count=20, updated_at=NOW))
+    found = store.ima_state("dev-a")
+    assert found is not None and found.entry_count == 50
+
+
+def test_state_for_an_unknown_device_is_refused(store: Store) -> None:
+    with pytest.raises(UnknownDevice):
+        store.put_ima_state(ima_record(device_id="nobody"))
+
+
+def test_states_are_per_device(store: Store) -> None:
+    store.insert_device(device())
+    store.insert_device(device("dev-b"))
+    store.put_ima_state(ima_record())
+    assert store.ima_state("dev-b") is None
 
 
 # ------------------------------------------------------------------ the SQLite file

@@ -15,6 +15,7 @@ consumed once, appraisal, verdict stored with history, latest evidence kept).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from verifier import errors, lifecycle
-from verifier.appraisal import AppraisalContext, appraise
+from verifier.appraisal import AppraisalContext, Appraised, appraise_evidence
 from verifier.auditlog import attestation_record
 from verifier.currency import AK_NAME, Currency, Revocations, currency
 from verifier.enrollment.crl import CertificateRevoked, CrlSet
@@ -43,6 +44,7 @@ from verifier.golden.evidence_policy import LogAppraisalCache
 from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
 from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
+from verifier.ima.incremental import IncrementalState, state_from_dict, state_to_dict
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden, ReloadResult
@@ -51,6 +53,7 @@ from verifier.observe import coverage_of
 from verifier.rollout import RolloutDecision, check_rollout
 from verifier.store.base import (
     DeviceRecord,
+    ImaStateRecord,
     IssuedNonce,
     Store,
     StoredEvidence,
@@ -72,6 +75,13 @@ class ChallengeIssued:
     pcrs: tuple[int, ...]
     profile: str
     expires_at: float
+
+
+@dataclass(frozen=True)
+class Attested:
+    verdict: Verdict  # as stored
+    token: str
+    ima_entries: int  # IMA entries accepted in this boot: the agent's next ima_offset
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,15 @@ class Verifier:
 
     def attest(self, evidence: Evidence, *, want_token: bool = True) -> tuple[Verdict, str]:
         """Appraise and store: the stored verdict and, when ``want_token``, its token."""
+        attested = self.attest_evidence(evidence, want_token=want_token)
+        return attested.verdict, attested.token
+
+    def attest_evidence(self, evidence: Evidence, *, want_token: bool = True) -> Attested:
+        """Appraise, store (the verdict with its attestation and audit entry, then the device's
+        new IMA state) and, when ``want_token``, sign.
+
+        The IMA state is written after the verdict: a crash in between loses the state, and
+        the device's next increment is answered with ``ImaLogRequired`` (fail safe)."""
         device = self._device(evidence.device_id)
         self._check_may_attest(device)
         now = self.clock()
@@ -193,18 +212,22 @@ class Verifier:
             ek_not_after=device.ek_not_after,
             limits=self.settings.limits,
             log_cache=self._log_cache,
+            ima_state=self._ima_state(device.device_id) if profile.runtime else None,
         )
         started = time.perf_counter()
         try:
-            verdict = appraise(evidence, ctx, now)
+            appraised = appraise_evidence(evidence, ctx, now)
         except errors.StaleEvidence:
             self.metrics.freshness_failure(FreshnessFailure.STALE_EVIDENCE)
             raise
         finally:
             self.metrics.appraisal_seconds(time.perf_counter() - started)
+        verdict = appraised.verdict
         verdict = replace(verdict, extra={**verdict.extra, AK_NAME: device.ak_name.hex()})
-        stored = self._store_verdict(verdict, evidence, device, issued, previous, now)
+        prior = "" if ctx.ima_state is None else json.dumps(state_to_dict(ctx.ima_state))
+        stored = self._store_verdict(verdict, evidence, device, issued, previous, now, prior)
         self.metrics.attestation(stored.status, [r.code for r in stored.reasons])
+        ima_entries = self._keep_ima_state(device.device_id, appraised, now)
         self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
             self._verdict_added.notify_all()
@@ -222,7 +245,8 @@ class Verifier:
                 "reasons": [r.code for r in stored.reasons],
             },
         )
-        return stored, self.token_for(stored, device=device) if want_token else ""
+        token = self.token_for(stored, device=device) if want_token else ""
+        return Attested(stored, token, ima_entries)
 
     def _store_verdict(
         self,
@@ -232,14 +256,41 @@ class Verifier:
         issued: IssuedNonce,
         previous: Verdict | None,
         now: float,
+        ima_state: str = "",
     ) -> Verdict:
-        """The verdict with its attestation and audit entry, in one store transaction."""
-        record = attestation_record(evidence, device, issued, previous, now)
+        """The verdict with its attestation and audit entry, in one store transaction
+        (``ima_state``: the IMA state, JSON, the appraisal started from: kept for replay)."""
+        record = attestation_record(evidence, device, issued, previous, now, ima_state)
         try:
             return self.store.add_verdict(verdict, record)
         except errors.LimitExceeded as exc:  # still audited: the entry, without the body
             log.warning("evidence of %s not kept in the history: %s", device.device_id, exc)
             return self.store.add_verdict(verdict)
+
+    def _ima_state(self, device_id: str) -> IncrementalState | None:
+        record = self.store.ima_state(device_id)
+        if record is None:
+            return None
+        try:
+            return state_from_dict(json.loads(record.state))
+        except (ValueError, KeyError, TypeError) as exc:
+            # Lost state is safe: the device is asked for its whole IMA log.
+            log.warning("IMA state of %s is damaged and ignored: %s", device_id, exc)
+            return None
+
+    def _keep_ima_state(self, device_id: str, appraised: Appraised, now: float) -> int:
+        if appraised.ima is None:
+            return 0
+        state = appraised.ima.state
+        record = ImaStateRecord(
+            device_id=device_id,
+            boot_id=state.boot_id,
+            entry_count=state.entry_count,
+            state=json.dumps(state_to_dict(state), separators=(",", ":")),
+            updated_at=now,
+        )
+        self.store.put_ima_state(record)
+        return state.entry_count
 
     def _keep_evidence(
         self, evidence: Evidence, device: DeviceRecord, issued: IssuedNonce, now: float

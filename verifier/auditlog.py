@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.appraisal import AppraisalContext, appraise
+from verifier.appraisal import AppraisalContext, appraise_evidence
 from verifier.audit import (
     AuditError,
     AuditMalformed,
@@ -68,6 +68,7 @@ from verifier.enrollment.tpmpublic import parse_tpm2b_public
 from verifier.evidence import Evidence
 from verifier.golden.load import load_golden_texts
 from verifier.golden.model import GoldenSet
+from verifier.ima.incremental import state_from_dict
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.records import DeviceRecord, IssuedNonce
 from verifier.store.base import Store
@@ -122,8 +123,10 @@ def attestation_record(
     issued: IssuedNonce,
     previous: Verdict | None,
     now: float,
+    ima_state: str = "",
 ) -> AttestationRecord:
-    """What one appraisal read, to keep with its verdict (``Store.add_verdict``)."""
+    """What one appraisal read, to keep with its verdict (``Store.add_verdict``);
+    ``ima_state``: the device's IMA state (JSON) the appraisal started from."""
     return AttestationRecord(
         device_id=evidence.device_id,
         received_at=now,
@@ -139,6 +142,9 @@ def attestation_record(
         else PreviousCounters(
             previous.boot_epoch.reset_count, previous.boot_epoch.restart_count, previous.clock
         ),
+        ima_log=evidence.ima_log,
+        ima_offset=evidence.ima_offset,
+        ima_state=ima_state,
     )
 
 
@@ -519,6 +525,7 @@ def replay(
         previous=_previous(record),
         ek_not_after=record.ek_not_after,
         limits=limits,
+        ima_state=state_from_dict(json.loads(record.ima_state)) if record.ima_state else None,
     )
     evidence = Evidence(
         record.device_id,
@@ -527,8 +534,10 @@ def replay(
         record.signature,
         record.pcr_values,
         record.event_log,
+        record.ima_log,
+        record.ima_offset,
     )
-    replayed = appraise(evidence, ctx, record.received_at)
+    replayed = appraise_evidence(evidence, ctx, record.received_at).verdict
     recorded_status = _text(entry, "status")
     return ReplayResult(
         verdict_id,

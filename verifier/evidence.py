@@ -24,6 +24,8 @@ class Evidence:
     signature: bytes  # TPMT_SIGNATURE
     pcr_values: tuple[tuple[int, bytes], ...]  # as sent, in the order sent
     event_log: bytes
+    ima_log: bytes = b""  # IMA measurement list entries from number ``ima_offset`` on
+    ima_offset: int = 0  # 0: the whole list (or none, when ``ima_log`` is empty)
 
     @classmethod
     def build(
@@ -36,12 +38,19 @@ class Evidence:
         pcr_values: tuple[tuple[int, bytes], ...],
         event_log: bytes,
         limits: Limits,
+        ima_log: bytes = b"",
+        ima_offset: int = 0,
     ) -> Evidence:
         _limit("device_id", len(device_id), limits.max_device_id_bytes)
         _limit("nonce", len(nonce), 64)
         _limit("quote", len(quote), limits.max_quote_bytes)
         _limit("signature", len(signature), limits.max_signature_bytes)
         _limit("event log", len(event_log), limits.max_event_log_bytes)
+        _limit("IMA log", len(ima_log), limits.max_ima_log_bytes)
+        if not 0 <= ima_offset < limits.max_ima_entries:
+            raise errors.LimitExceeded(
+                f"ima_offset {ima_offset} is past the {limits.max_ima_entries} entries allowed"
+            )
         if not device_id:
             raise errors.MalformedEvidence("device_id is empty")
         if not quote or not signature:
@@ -49,7 +58,7 @@ class Evidence:
         if not pcr_values:
             raise errors.MalformedEvidence("no PCR values were sent with the quote")
         _check_pcr_values(pcr_values)
-        return cls(device_id, nonce, quote, signature, pcr_values, event_log)
+        return cls(device_id, nonce, quote, signature, pcr_values, event_log, ima_log, ima_offset)
 
 
 def _limit(what: str, size: int, limit: int) -> None:

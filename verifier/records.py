@@ -13,6 +13,17 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class ImaStateRecord:
+    """A device's IMA incremental state (``verifier.ima.incremental``) for its current boot."""
+
+    device_id: str
+    boot_id: str  # the boot epoch the state belongs to (a new boot replaces it)
+    entry_count: int  # IMA entries accepted in that boot
+    state: str  # JSON of ``incremental.state_to_dict``
+    updated_at: float
+
+
+@dataclass(frozen=True)
 class DeviceRecord:
     device_id: str
     ek_public: bytes  # TPM2B_PUBLIC

@@ -57,6 +57,9 @@ class AttestationRecord:
     ak_public: bytes
     ek_not_after: float | None
     previous: PreviousCounters | None
+    ima_log: bytes = b""  # the IMA entries sent (an increment from ``ima_offset``)
+    ima_offset: int = 0
+    ima_state: str = ""  # the device's IMA state the appraisal started from (JSON; "": none)
 
     @functools.cached_property
     def log_digest(self) -> bytes:
@@ -76,7 +79,7 @@ def evidence_document(record: AttestationRecord, log_digest: bytes) -> dict[str,
     """The canonical form of a record, with the event log given by its digest."""
     previous = record.previous
     issued = record.issued
-    return {
+    document: dict[str, object] = {
         "ak_public": record.ak_public.hex(),
         "device_id": record.device_id,
         "ek_not_after": _float(record.ek_not_after),
@@ -97,6 +100,13 @@ def evidence_document(record: AttestationRecord, log_digest: bytes) -> dict[str,
         "received_at": _float(record.received_at),
         "signature": record.signature.hex(),
     }
+    if record.ima_log or record.ima_state:  # runtime evidence (absent: older digests hold)
+        document["ima"] = {
+            "log_sha256": hashlib.sha256(record.ima_log).hexdigest(),
+            "offset": record.ima_offset,
+            "state": record.ima_state,
+        }
+    return document
 
 
 def evidence_digest(record: AttestationRecord, log_digest: bytes | None = None) -> str:

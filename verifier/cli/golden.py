@@ -5,9 +5,12 @@
     attest-verifier golden learn --event-log FILE --pcrs FILE [--bank sha256] [--name NAME]
     attest-verifier golden explain DEVICE --db DB [--golden DIR]
     attest-verifier golden dry-run DIR --db DB [--golden CURRENT_DIR]
+    attest-verifier golden learn --ima-log FILE [--exclude GLOB] [--output FILE]
+    attest-verifier golden import-keylime POLICY.json [--output FILE]
 
 ``lint`` loads DIR exactly as the verifier would (same loader, same limits) and prints each
-problem as ``file:line:column: message`` with its hint on the next line, then a summary.
+problem as ``file:line:column: message`` with its hint on the next line, then a summary;
+warnings (a runtime exclusion that matches every path) are printed as ``warning: ...``.
 Exit codes: 0 clean, 1 problems found, 2 DIR missing or unreadable.
 
 ``learn`` prints (or writes to a new ``--output`` file) a candidate release learned from a
@@ -24,6 +27,12 @@ every rule of every release of its profile: PASS or FAIL with expected and actua
 prints which devices would change status or release and why; it changes nothing. Exit 1
 when the proposed directory is invalid (problems printed as ``lint`` does).
 
+``learn --ima-log`` writes a ``runtime:`` section from a known-good device's IMA measurement
+list (binary or ASCII; repeat ``--ima-log`` for several devices); ``import-keylime`` turns a
+Keylime runtime policy (JSON) into one, printing each warning (an exclude that matches
+every path switches the policy off) as ``warning: ...`` on stderr. Neither is applied: paste
+the section into a profile and lint.
+
 The store is only read. Errors are one line on stderr with exit code 2.
 """
 
@@ -38,12 +47,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+import yaml
+
 from verifier.cli.common import Subparsers, UsageError, read_store
 from verifier.errors import AttestationError, LimitExceeded, MalformedEvidence, UnknownDevice
 from verifier.golden.learn import learn_release
 from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
 from verifier.golden.model import BANKS, QUIRKS, GoldenSet
 from verifier.golden.whatif import DryRunReport, Explanation, RuleOutcome, dry_run, explain
+from verifier.ima.keylime import import_keylime_policy
+from verifier.ima.learn import learn_runtime_policy
+from verifier.ima.parse import parse_measurement_list
+from verifier.ima.policy import PathPattern
+from verifier.ima.section import parse_runtime_section
 from verifier.limits import DEFAULT_LIMITS
 from verifier.records import StoredEvidence
 from verifier.store import Store, resolve_device
@@ -68,7 +84,17 @@ def register(
     _register_learn(commands)
     _register_explain(commands)
     _register_dry_run(commands)
+    _register_runtime(commands)
     return commands
+
+
+def _register_runtime(commands: Subparsers[argparse.ArgumentParser]) -> None:
+    keylime = commands.add_parser(
+        "import-keylime", help="a Keylime runtime policy (JSON) as a runtime: section"
+    )
+    keylime.add_argument("policy", type=Path, metavar="POLICY.json")
+    keylime.add_argument("--output", type=Path, help="write to this new file instead of stdout")
+    keylime.set_defaults(func=cmd_import_keylime)
 
 
 def _register_learn(commands: Subparsers[argparse.ArgumentParser]) -> None:
@@ -90,6 +116,16 @@ def _register_learn(commands: Subparsers[argparse.ArgumentParser]) -> None:
         "--quirk", action="append", default=[], choices=sorted(QUIRKS), help="repeatable"
     )
     learn.add_argument("--output", type=Path, help="write to this new file instead of stdout")
+    learn.add_argument(
+        "--ima-log",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="learn a runtime: section from this IMA list instead (repeatable)",
+    )
+    learn.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="runtime")
+    learn.add_argument("--template-hash", default="sha1", help="of the IMA lists (default sha1)")
     learn.set_defaults(func=cmd_learn)
 
 
@@ -152,6 +188,9 @@ def _print_problems(problems: tuple[GoldenProblem, ...], out: TextIO) -> None:
 
 
 def _print_summary(golden: GoldenSet, out: TextIO) -> None:
+    for profile in golden.profiles:
+        for warning in profile.runtime_warnings:
+            print(f"warning: {warning}", file=out)
     releases = sum(len(p.releases) for p in golden.profiles)
     print(
         f"ok: {len(golden.files)} files, {len(golden.profiles)} profiles, {releases} releases; "
@@ -182,6 +221,10 @@ def cmd_learn(ns: argparse.Namespace) -> int:
 
 
 def learn(ns: argparse.Namespace, out: TextIO) -> int:
+    if ns.ima_log:
+        if ns.db or ns.device or ns.event_log or ns.pcrs:
+            raise UsageError("--ima-log learns a runtime section: give it without a release source")
+        return learn_runtime(ns, out, sys.stderr)
     evidence = _learn_evidence(ns)
     selection = _selection(ns.select) if ns.select else sorted(evidence.pcrs)
     text = learn_release(
@@ -357,3 +400,46 @@ def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]).rstrip(), file=out)
+
+
+# --- runtime sections --------------------------------------------------------------------
+
+
+def learn_runtime(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    logs = [
+        parse_measurement_list(
+            _read_bounded(path, DEFAULT_LIMITS.max_ima_log_bytes),
+            template_hash_alg=ns.template_hash,
+        )
+        for path in ns.ima_log
+    ]
+    learned = learn_runtime_policy(logs, exclude=[PathPattern("glob", g) for g in ns.exclude])
+    for note in learned.notes:
+        print(f"note: {note}", file=err)
+    return _write_section(learned.section, ns.output, out)
+
+
+def cmd_import_keylime(ns: argparse.Namespace) -> int:
+    return _guarded(
+        "import-keylime", lambda: import_keylime(ns, sys.stdout, sys.stderr), sys.stderr
+    )
+
+
+def import_keylime(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    raw = _read_bounded(ns.policy, DEFAULT_LIMITS.max_runtime_policy_bytes)
+    imported = import_keylime_policy(raw)
+    parse_runtime_section(imported.section)  # what it imports must load
+    for warning in imported.warnings:
+        print(f"warning: {warning}", file=err)
+    return _write_section(imported.section, ns.output, out)
+
+
+def _write_section(section: dict[str, object], output: Path | None, out: TextIO) -> int:
+    text = yaml.safe_dump({"runtime": section}, sort_keys=False, width=100)
+    if output is None:
+        out.write(text)
+        return 0
+    with output.open("x", encoding="utf-8") as handle:  # never overwrite a golden file
+        handle.write(text)
+    print(f"wrote a runtime: section to {output}; paste it into a profile, then lint", file=out)
+    return 0

@@ -28,6 +28,7 @@ PROFILE_KEYS = (
     "allow_sha1",
     "quirks",
     "releases",
+    "runtime",
 )
 PROFILE_REQUIRED = frozenset({"profile", "match", "verdict_lifetime", "pcrs", "releases"})
 RELEASE_KEYS = (

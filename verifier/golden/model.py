@@ -4,6 +4,8 @@ One ``Profile`` per YAML file. A profile selects devices by enrollment labels, f
 bank and selection to quote, the verdict lifetime, opt-in vendor quirks, and lists releases
 that are acceptable at the same time. A release expects exact PCR values and/or event-level
 facts (``EventRules``, evaluated against facts extracted from a verified event log).
+A profile may also carry a runtime policy (``runtime:``, Linux IMA): then ``pcrs`` includes
+0-10, and an attestation must send the IMA measurement list.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verifier.golden.pattern import LinearPattern
+from verifier.ima.policy import RuntimePolicy
 
 # Opt-in quirks of real firmware. Each is off unless a profile names it.
 QUIRKS = frozenset(
@@ -71,6 +74,9 @@ class Profile:
     allow_sha1: bool = False
     quirks: frozenset[str] = frozenset()
     priority: int = 0  # higher wins when several profiles match
+    # The ``runtime:`` section (IMA, PCR 10): built once per golden set, shared by devices.
+    runtime: RuntimePolicy | None = None
+    runtime_warnings: tuple[str, ...] = ()  # "file:line:column: text" for golden lint
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.match_labels.items())

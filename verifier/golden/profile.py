@@ -5,7 +5,9 @@ lifetime, bank and SHA-1 opt-in, PCR selection, quirks), then each release again
 bank and selection (digest lengths, PCRs covered by the quote, one rule at least), then the
 releases together (unique names, ``upgrades_to`` targets). When the bank or selection is
 itself invalid, the checks that depend on it are skipped rather than cascading. A profile is
-built only when its file recorded no problem.
+built only when its file recorded no problem. A ``runtime:`` section (``golden.runtime``)
+adds PCRs 0-10 to the quoted selection (``boot_aggregate`` and the IMA log's PCR 10), and
+then no release may expect a PCR 10 value.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from verifier.golden import fields as fl
 from verifier.golden.model import BANKS, QUIRKS, CmdlineRule, EventRules, Profile, Release
 from verifier.golden.nodes import Mapping, Node, Scalar, Sequence
 from verifier.golden.pattern import PatternRefused, compile_linear
+from verifier.golden.runtime import RUNTIME_PCRS, ParsedSection, parse_runtime
+from verifier.ima.parse import IMA_PCR
 
 T = TypeVar("T")
 
@@ -83,6 +87,9 @@ def parse_profile(ctx: fl.FileContext, root: Node) -> ParsedProfile | None:
     quirks: frozenset[str] | None = _opt(f, "quirks", _NO_QUIRKS, lambda n: _quirks(ctx, n))
     scope = _Scope(bank, frozenset(selection) if selection is not None else None)
     releases = _opt(f, "releases", None, lambda n: _releases(ctx, n, scope))
+    runtime: ParsedSection | None = _opt(f, "runtime", None, lambda n: parse_runtime(ctx, n))
+    if runtime is not None and releases is not None:
+        _no_pcr10_values(ctx, f["releases"][1], releases)
     if len(ctx.problems) > start:
         return None
     if name is None or labels is None or lifetime is None or bank is None:
@@ -95,11 +102,13 @@ def parse_profile(ctx: fl.FileContext, root: Node) -> ParsedProfile | None:
         match_labels=labels,
         verdict_lifetime=lifetime,
         bank=bank,
-        pcrs=tuple(sorted(selection)),
+        pcrs=tuple(sorted(selection | RUNTIME_PCRS if runtime else selection)),
         releases=releases,
         allow_sha1=allow_sha1 is True,
         quirks=quirks,
         priority=priority,
+        runtime=runtime.policy if runtime else None,
+        runtime_warnings=runtime.warnings if runtime else (),
     )
     name_key, match_key = f["profile"][0], f["match"][0]
     return ParsedProfile(profile, name_key.line, name_key.column, match_key.line, match_key.column)
@@ -112,6 +121,18 @@ def _opt(
     if key not in f:
         return default
     return read(f[key][1])
+
+
+def _no_pcr10_values(ctx: fl.FileContext, node: Node, releases: tuple[Release, ...]) -> None:
+    """PCR 10 changes with every measurement: with a runtime section the IMA log judges it."""
+    for release in releases:
+        if IMA_PCR in release.pcrs:
+            ctx.problem(
+                node,
+                f"release {release.name!r} expects a PCR 10 value, but the profile has a runtime "
+                "section: PCR 10 is appraised by replaying the IMA log",
+                "remove PCR 10 from the release's pcrs",
+            )
 
 
 def _labels(ctx: fl.FileContext, node: Node) -> dict[str, str] | None:

@@ -184,8 +184,12 @@ class AgentService(pb_grpc.AgentServicer):
     @rpc
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         evidence = _evidence_from(request, self.v.settings.limits)
-        verdict, token = self.v.attest(evidence, want_token=request.want_token)
-        return pb.AttestResponse(verdict=verdict_to_pb(verdict, self.v.currency_of(verdict), token))
+        attested = self.v.attest_evidence(evidence, want_token=request.want_token)
+        verdict = attested.verdict
+        return pb.AttestResponse(
+            verdict=verdict_to_pb(verdict, self.v.currency_of(verdict), attested.token),
+            ima_entries=attested.ima_entries,
+        )
 
 
 class RelyingPartyService(pb_grpc.RelyingPartyServicer):

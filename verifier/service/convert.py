@@ -72,6 +72,8 @@ def evidence_from(request: pb.AttestRequest, limits: Limits) -> Evidence:
         pcr_values=tuple((v.pcr, v.digest) for v in request.pcr_values),
         event_log=request.event_log,
         limits=limits,
+        ima_log=request.ima_log,
+        ima_offset=request.ima_offset,
     )
 
 

@@ -2,6 +2,8 @@
 
 Client errors say what was wrong with the request; the message is the exception's text.
 Anything unexpected becomes INTERNAL with a generic message (the details go to the log only).
+``ImaLogRequired`` is FAILED_PRECONDITION, its text starting "ImaLogRequired: send the whole
+IMA log" (``IMA_LOG_REQUIRED``): the agent then sends its whole list with the next challenge.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from verifier.token.errors import KeyRingError
 
 log = logging.getLogger(__name__)
 
+IMA_LOG_REQUIRED = "ImaLogRequired: send the whole IMA log"  # the agent matches this prefix
+
 # Most specific first: the first isinstance match wins.
 _CODES: tuple[tuple[type[errors.AttestationError], grpc.StatusCode], ...] = (
     (errors.LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT),
@@ -30,6 +34,7 @@ _CODES: tuple[tuple[type[errors.AttestationError], grpc.StatusCode], ...] = (
     (errors.SignatureInvalid, grpc.StatusCode.PERMISSION_DENIED),
     (errors.NonceMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StaleEvidence, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ImaLogRequired, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ReplayMismatch, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -59,6 +64,8 @@ def abort(
     if isinstance(exc, errors.AttestationError):
         code = status_for(exc)
         log.info("%s refused: %s: %s", method, type(exc).__name__, exc, extra=extra)
+        if isinstance(exc, errors.ImaLogRequired):
+            context.abort(code, f"{IMA_LOG_REQUIRED}: {exc}")
         context.abort(code, f"{type(exc).__name__}: {exc}")
     log.exception("%s failed unexpectedly", method, extra=extra)
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the verifier's log)")

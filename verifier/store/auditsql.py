@@ -197,6 +197,17 @@ def _encode_context(record: AttestationRecord) -> str:
             "previous": None
             if previous is None
             else [previous.reset_count, previous.restart_count, previous.clock],
+            **(
+                {
+                    "ima": {
+                        "log": record.ima_log.hex(),
+                        "offset": record.ima_offset,
+                        "state": record.ima_state,
+                    }
+                }
+                if record.ima_log or record.ima_state
+                else {}
+            ),
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -222,6 +233,7 @@ def _attestation(row: Row, log_is_digest: bool = False) -> StoredAttestation:
             ctx = json.loads(context)
             pcrs = tuple((int(i), bytes.fromhex(v)) for i, v in json.loads(pcr_values))
             prev = ctx["previous"]
+            ima = ctx.get("ima") or {"log": "", "offset": 0, "state": ""}
             record = AttestationRecord(
                 device_id=device_id,
                 received_at=received_at,
@@ -240,6 +252,9 @@ def _attestation(row: Row, log_is_digest: bool = False) -> StoredAttestation:
                 ak_public=b"" if ak_public is None else bytes(ak_public),
                 ek_not_after=ctx["ek_not_after"],
                 previous=None if prev is None else PreviousCounters(*(int(v) for v in prev)),
+                ima_log=bytes.fromhex(ima["log"]),
+                ima_offset=int(ima["offset"]),
+                ima_state=str(ima["state"]),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise _damaged(f"attestation {verdict_id}", exc) from exc

@@ -32,6 +32,7 @@ from verifier.records import (
     DeviceRecord,
     EnrollmentChallenge,
     GoldenSetRecord,
+    ImaStateRecord,
     InventoryEntry,
     IssuedNonce,
     RevocationKind,
@@ -44,6 +45,7 @@ __all__ = [
     "DeviceRecord",
     "EnrollmentChallenge",
     "GoldenSetRecord",
+    "ImaStateRecord",
     "IssuedNonce",
     "LatestVerdictCounts",
     "LatestVerdictGroup",
@@ -145,6 +147,12 @@ class Store(Protocol):
     def set_device_profile(self, change: DeviceChange) -> bool: ...
     def approve_device(self, change: DeviceChange) -> bool: ...
     def device_changes(self, device_id: str) -> Sequence[DeviceChange]: ...
+    # IMA incremental state: one row per device, for its latest boot
+    def put_ima_state(self, record: ImaStateRecord) -> None:
+        """Replace the device's state unless the stored one was updated later."""
+        ...
+
+    def ima_state(self, device_id: str) -> ImaStateRecord | None: ...
 
     def purge_expired(self, now: float) -> int: ...
 

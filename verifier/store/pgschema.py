@@ -194,6 +194,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             content BYTEA NOT NULL
         )""",
     ),
+    (  # 4: IMA incremental state, one row per device (its latest boot)
+        """CREATE TABLE ima_states (
+            device_id TEXT PRIMARY KEY REFERENCES devices (device_id),
+            boot_id TEXT NOT NULL,
+            entry_count BIGINT NOT NULL CHECK (entry_count >= 0),
+            state TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

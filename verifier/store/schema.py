@@ -193,6 +193,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE golden_files (
             digest BLOB PRIMARY KEY,
             content BLOB NOT NULL
+        )""",
+    ),
+    (  # 4: IMA incremental state, one row per device (its latest boot)
+        """CREATE TABLE ima_states (
+            device_id TEXT PRIMARY KEY REFERENCES devices (device_id),
+            boot_id TEXT NOT NULL,
+            entry_count INTEGER NOT NULL CHECK (entry_count >= 0),
+            state TEXT NOT NULL,
+            updated_at REAL NOT NULL
         ) STRICT""",
     ),
 )

@@ -59,6 +59,7 @@ from verifier.records import (
     DeviceRecord,
     EnrollmentChallenge,
     GoldenSetRecord,
+    ImaStateRecord,
     InventoryEntry,
     IssuedNonce,
     RevocationKind,
@@ -165,6 +166,8 @@ class Statements:
     ping: str
     count_devices: str
     latest_verdict_counts: str
+    put_ima_state: str
+    select_ima_state: str
 
 
 # Coverage: the latest verdict of each device (its highest sequence, supersession events
@@ -326,6 +329,18 @@ def dialect(
         ping=VERSION_QUERY,
         count_devices="SELECT count(*) FROM devices",
         latest_verdict_counts=q(_LATEST_VERDICT_COUNTS),
+        put_ima_state=q(
+            "INSERT INTO ima_states (device_id, boot_id, entry_count, state, updated_at)"
+            f" VALUES ({marks(5)})"
+            " ON CONFLICT (device_id) DO UPDATE SET boot_id = excluded.boot_id,"
+            " entry_count = excluded.entry_count, state = excluded.state,"
+            " updated_at = excluded.updated_at"
+            " WHERE excluded.updated_at >= ima_states.updated_at"
+        ),
+        select_ima_state=q(
+            "SELECT device_id, boot_id, entry_count, state, updated_at FROM ima_states"
+            " WHERE device_id = ?"
+        ),
     )
 
 
@@ -736,6 +751,23 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
     def device_changes(self, device_id: str) -> Sequence[DeviceChange]:
         rows = self._read("device changes", self.statements.device_changes, (device_id,))
         return [DeviceChange(*row) for row in rows]
+
+    def put_ima_state(self, record: ImaStateRecord) -> None:
+        row = (
+            record.device_id,
+            record.boot_id,
+            record.entry_count,
+            record.state,
+            record.updated_at,
+        )
+        self._write("keep IMA state", self.statements.put_ima_state, row)
+
+    def ima_state(self, device_id: str) -> ImaStateRecord | None:
+        rows = self._read("IMA state", self.statements.select_ima_state, (device_id,))
+        if not rows:
+            return None
+        found, boot, count, state, updated_at = rows[0]
+        return ImaStateRecord(str(found), str(boot), int(count), str(state), float(updated_at))
 
     def purge_expired(self, now: float) -> int:
         """Drop expired nonces and challenges (counted) and event logs that neither the latest

@@ -133,7 +133,7 @@ class PcrValue(_message.Message):
     def __init__(self, pcr: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class AttestRequest(_message.Message):
-    __slots__ = ("device_id", "nonce", "quote", "signature", "pcr_values", "event_log", "ima_log", "want_token")
+    __slots__ = ("device_id", "nonce", "quote", "signature", "pcr_values", "event_log", "ima_log", "want_token", "ima_offset")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     QUOTE_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class AttestRequest(_message.Message):
     EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
     IMA_LOG_FIELD_NUMBER: _ClassVar[int]
     WANT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    IMA_OFFSET_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     nonce: bytes
     quote: bytes
@@ -150,13 +151,16 @@ class AttestRequest(_message.Message):
     event_log: bytes
     ima_log: bytes
     want_token: bool
-    def __init__(self, device_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., quote: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ..., event_log: _Optional[bytes] = ..., ima_log: _Optional[bytes] = ..., want_token: _Optional[bool] = ...) -> None: ...
+    ima_offset: int
+    def __init__(self, device_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., quote: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ..., event_log: _Optional[bytes] = ..., ima_log: _Optional[bytes] = ..., want_token: _Optional[bool] = ..., ima_offset: _Optional[int] = ...) -> None: ...
 
 class AttestResponse(_message.Message):
-    __slots__ = ("verdict",)
+    __slots__ = ("verdict", "ima_entries")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    IMA_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
-    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
+    ima_entries: int
+    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ..., ima_entries: _Optional[int] = ...) -> None: ...
 
 class Reason(_message.Message):
     __slots__ = ("code", "text", "severity", "pcr", "expected", "actual", "release", "rule", "event_index")
