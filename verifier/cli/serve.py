@@ -33,6 +33,8 @@ from verifier.golden.load import GoldenError
 from verifier.livegolden import LiveGolden
 from verifier.service.server import build_server
 from verifier.store import open_store
+from verifier.store.headroom import parse_size
+from verifier.store.maintenance import StoreMaintenance
 from verifier.supervisor import check_port_exclusive, supervise
 from verifier.token import KeyRing
 
@@ -68,6 +70,14 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="server processes sharing the port with SO_REUSEPORT (default 1; one per core)",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument(
+        "--store-reserve",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="SQLite: refuse writes while less than SIZE is free on the database's file system"
+        " (default 64M; 0 turns the check off)",
+    )
     serve.set_defaults(func=serve_command)
 
 
@@ -94,7 +104,7 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     except (TrustConfigError, OSError) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
         return 2
-    store = open_store(ns.db)
+    store = open_store(ns.db, reserve_bytes=ns.store_reserve)
     try:
         golden = LiveGolden.start(ns.golden, store, time.time)
     except GoldenError as exc:
@@ -131,8 +141,10 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
     log.info("verifier %s serving on port %d (db %s)", __version__, port, ns.db)
     sdnotify.ready(f"serving on port {port}")
     next_purge = time.monotonic() + PURGE_INTERVAL
+    maintenance = StoreMaintenance(store, purge_interval=PURGE_INTERVAL)
     while not stop.wait(1.0):
         sdnotify.watchdog()
+        maintenance.tick(time.monotonic(), time.time())  # purge, checkpoints; never raises
         if reload_requested.is_set():
             reload_requested.clear()
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
@@ -141,7 +153,6 @@ def serve_one(ns: argparse.Namespace, *, reuse_port: bool) -> int:
             sdnotify.ready()
         if time.monotonic() >= next_purge:
             next_purge = time.monotonic() + PURGE_INTERVAL
-            store.purge_expired(time.time())
             keyring.reload(time.time())  # another replica may have rotated the key
     log.info("shutting down")
     sdnotify.stopping()
