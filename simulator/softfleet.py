@@ -27,8 +27,11 @@ from simulator.profiles import GOOD_A
 from simulator.softquote import QuoteFields, SoftAk, ecc_public_area
 from verifier.store.base import DeviceRecord, Store
 
-# Reconnect quickly after the verifier comes back (gRPC's default backoff grows to 120 s).
+# Reconnect quickly after the verifier comes back (gRPC's default backoff grows to 120 s), and
+# one connection per channel, as each real device has its own (by default channels of one
+# process share their connections, which would put every client on one verifier process).
 CHANNEL_OPTIONS = (
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
