@@ -85,6 +85,8 @@ from verifier.observe import check_golden_usable, key_rotation
 from verifier.service.health import HealthMonitor, all_of
 from verifier.service.server import Listen, Ports, build_server
 from verifier.store import Store, open_store
+from verifier.store.headroom import parse_size
+from verifier.store.maintenance import StoreMaintenance
 from verifier.supervisor import check_port_exclusive, supervise
 from verifier.tls.credentials import ServerTls, TlsFiles
 from verifier.token import KeyRing
@@ -232,6 +234,14 @@ def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
         default=5.0,
         help="seconds between health checks of the store and golden set (default %(default)s)",
     )
+    serve.add_argument(
+        "--store-reserve",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="SQLite: refuse writes while less than SIZE is free on the database's file system"
+        " (default 64M; 0 turns the check off)",
+    )
     serve.set_defaults(func=serve_command)
 
 
@@ -378,7 +388,7 @@ def serve_one(
     except (TrustConfigError, OSError) as exc:
         print(f"attest-verifier: {exc}", file=sys.stderr)
         return 2
-    store = open_store(ns.db)
+    store = open_store(ns.db, reserve_bytes=ns.store_reserve)
     try:
         golden = LiveGolden.start(ns.golden, store, time.time)
     except GoldenError as exc:
@@ -524,8 +534,10 @@ def _serve_until_stopped(
     sdnotify.ready(f"serving {where}")
     verifier.watch(stop, interval=SWEEP_INTERVAL)
     next_purge = time.monotonic() + PURGE_INTERVAL
+    maintenance = StoreMaintenance(store, purge_interval=PURGE_INTERVAL)
     while not stop.wait(1.0):
         sdnotify.watchdog()
+        maintenance.tick(time.monotonic(), time.time())  # purge, checkpoints; never raises
         if reload_requested.is_set():
             reload_requested.clear()
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
@@ -538,10 +550,6 @@ def _serve_until_stopped(
             sdnotify.ready()
         if time.monotonic() >= next_purge:
             next_purge = time.monotonic() + PURGE_INTERVAL
-            try:
-                store.purge_expired(time.time())
-            except errors.StoreUnavailable as exc:  # waited out: health says NOT_SERVING
-                log.warning("purge skipped: %s", exc)
             keyring.reload(time.time())  # another replica may have rotated the key
             _record_key_rotation(verifier.metrics, keyring)
     log.info("shutting down")

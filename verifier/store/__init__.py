@@ -18,12 +18,18 @@ _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def open_store(
-    target: Path | str, limits: Limits = DEFAULT_LIMITS, *, read_only: bool = False
+    target: Path | str,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    read_only: bool = False,
+    reserve_bytes: int | None = None,
 ) -> Store:
     """Open the store at ``target``; raises ``StoreUnavailable`` when it cannot be used.
 
     ``read_only``: for commands that only look. The database must exist at the current schema
     (nothing is created or migrated) and every write is refused by the database itself.
+    ``reserve_bytes``: free space a SQLite store keeps on its file system (writes are refused
+    below it; None: ``headroom.DEFAULT_RESERVE_BYTES``, 0: no check). PostgreSQL keeps its own.
     """
     if isinstance(target, Path) and str(target).startswith(("postgresql:", "postgres:")):
         raise StoreUnavailable(
@@ -36,7 +42,9 @@ def open_store(
         return PostgresStore(target, limits, read_only=read_only)
     from verifier.store.sqlite import SqliteStore  # noqa: PLC0415 (keeps import light)
 
-    return SqliteStore(Path(target), limits, read_only=read_only)
+    if reserve_bytes is None:
+        return SqliteStore(Path(target), limits, read_only=read_only)
+    return SqliteStore(Path(target), limits, read_only=read_only, reserve_bytes=reserve_bytes)
 
 
 MAX_CANDIDATES = 10  # an ambiguous prefix lists at most this many devices

@@ -17,8 +17,14 @@ Invariants (the contract of ``verifier.store.base``, as for SQLite):
   column would not promise that).
 - Failures raise ``StoreUnavailable`` naming the operation; a row referring to a missing device
   raises ``UnknownDevice``; evidence over ``limits.max_stored_evidence_bytes`` raises
-  ``LimitExceeded`` before anything is written. A broken connection is dropped and the next
-  call on that thread reconnects.
+  ``LimitExceeded`` before anything is written.
+- Outages (the server stopped, restarted, or replaced by another at the same address): a call
+  fails with ``StoreUnavailable``, never half done and never retried (a write whose commit
+  was lost with the connection is not replayed). A broken connection is dropped, and so is
+  every other thread's connection opened before the break (``_generation``): after the first
+  failure, each thread's next call opens a fresh connection instead of failing once more on
+  a dead one. Connecting gives up after ``CONNECT_TIMEOUT`` seconds, so an unreachable server
+  cannot hold RPC threads for long.
 
 Connections: one per thread (``threading.local``), autocommit, statements prepared by the
 server after first use. psycopg (3.x) is imported only when this backend is opened.
@@ -30,6 +36,7 @@ server after first use. psycopg (3.x) is imported only when this backend is open
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -74,6 +81,9 @@ _ORDER_LOCK = f"SELECT pg_advisory_xact_lock({VERDICT_LOCK:d})"
 T = TypeVar("T")
 
 
+CONNECT_TIMEOUT = 5  # seconds; libpq's connect_timeout (whole seconds)
+
+
 def _import_psycopg() -> Any:
     try:
         import psycopg  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
@@ -103,6 +113,8 @@ class PostgresStore(SqlStore[Any]):
         self._psycopg = _import_psycopg()
         self.url = url
         self._read_only = read_only
+        self._generation = 0  # bumped on every broken connection; older connections are dropped
+        self._generation_lock = threading.Lock()
         super().__init__(_redact(url), limits)
         conn = self._conn()
         try:
@@ -124,9 +136,22 @@ class PostgresStore(SqlStore[Any]):
 
     # -------------------------------------------------------------- connections
 
+    def _conn(self) -> Any:
+        """This thread's connection, unless it was opened before a connection broke."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", -1) != self._generation:
+            self._forget(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+        if getattr(self._local, "conn", None) is None:
+            self._local.generation = self._generation
+        return super()._conn()
+
     def _connect(self) -> Any:
         try:
-            conn = self._psycopg.connect(self.url, autocommit=True, prepare_threshold=0)
+            conn = self._psycopg.connect(
+                self.url, autocommit=True, prepare_threshold=0, connect_timeout=CONNECT_TIMEOUT
+            )
             if self._read_only:  # the server itself refuses every write on this session
                 conn.execute("SET default_transaction_read_only = on")
             return conn
@@ -135,9 +160,14 @@ class PostgresStore(SqlStore[Any]):
 
     def _drop_if_broken(self, conn: Any) -> None:
         if conn.broken or conn.closed:
-            self._local.conn = None
-            with self._registry_lock, contextlib.suppress(ValueError):
-                self._connections.remove(conn)
+            with self._generation_lock:
+                self._generation += 1
+            self._forget(conn)
+
+    def _forget(self, conn: Any) -> None:
+        self._local.conn = None
+        with self._registry_lock, contextlib.suppress(ValueError):
+            self._connections.remove(conn)
 
     # -------------------------------------------------------------- statement helpers
 

@@ -32,10 +32,18 @@ microseconds, growing to at most 1 ms) until ``busy_timeout`` seconds have passe
 SQLite's busy_timeout with a finer grain: SQLite's own handler sleeps 1, 2, 5, 10 ... ms,
 which lets one busy process starve another. A forked child drops the inherited connections
 and opens its own.
+
+Headroom (``verifier.store.headroom``): every write first checks that the database's file
+system keeps ``reserve_bytes`` free and is refused with ``StoreUnavailable`` ("disk nearly
+full") below it; reads are never refused for space. The WAL is bounded (automatic checkpoints,
+``journal_size_limit``; ``checkpoint`` for the serve loop). A connection whose statement failed
+with a full disk or an I/O error is closed and forgotten: the thread's next call opens a new one,
+so when space returns the next write succeeds without a restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import threading
@@ -48,6 +56,7 @@ from verifier.errors import StoreUnavailable, UnknownDevice
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.store import codec
 from verifier.store.auditsql import Run, audit_dialect
+from verifier.store.headroom import DEFAULT_RESERVE_BYTES, WAL_PRAGMAS, DiskReserve, is_disk_fault
 from verifier.store.schema import SCHEMA_VERSION, migrate
 from verifier.store.sql import (
     VERDICT_COLUMNS,
@@ -108,10 +117,12 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         busy_timeout: float = _DEFAULT_BUSY_TIMEOUT,
         *,
         read_only: bool = False,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._read_only = read_only
+        self.reserve = DiskReserve(self.path.absolute().parent, reserve_bytes)
         super().__init__(str(self.path), limits)
         _check_library()
         self._adopt(self._open_read_only() if read_only else self._open_and_migrate())
@@ -191,6 +202,8 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         try:
             if not self._read_only:
                 conn.execute("PRAGMA synchronous = NORMAL")
+                for pragma in WAL_PRAGMAS:
+                    conn.execute(pragma)
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             conn.close()
@@ -218,13 +231,16 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             pause = min(pause * 2, _LONGEST_PAUSE)
 
     def _read(self, op: str, sql: str, params: Params) -> list[Row]:
+        conn = self._conn()
         try:
-            return self._execute(self._conn(), sql, params)
+            return self._execute(conn, sql, params)
         except sqlite3.Error as exc:
+            self._drop_after(conn, exc)
             raise _unavailable(op, exc) from exc
 
     def _write(self, op: str, sql: str, params: Params) -> list[Row]:
         """One statement, one (autocommit) transaction; RETURNING rows are fetched in full."""
+        self.reserve.check(op)
         conn = self._conn()
         try:
             with self._write_lock:
@@ -232,10 +248,16 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         except sqlite3.IntegrityError as exc:
             raise _integrity(op, exc) from exc
         except sqlite3.Error as exc:
+            self._drop_after(conn, exc)
             raise _unavailable(op, exc) from exc
 
     def _transaction(self, op: str, statements: Sequence[tuple[str, Params]]) -> list[int]:
-        """Several statements in one ``BEGIN IMMEDIATE`` transaction; returns row counts."""
+        """Several statements in one ``BEGIN IMMEDIATE`` transaction; returns row counts.
+
+        A transaction that cannot be rolled back (the disk is full) is never left open on a
+        kept connection: it would hold the write lock of every process.
+        """
+        self.reserve.check(op)
         conn = self._conn()
         try:
             with self._write_lock:
@@ -245,17 +267,23 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        self._drop(conn)  # closing it rolls back
                     raise
         except sqlite3.IntegrityError as exc:
             raise _integrity(op, exc) from exc
         except sqlite3.Error as exc:
+            self._drop_after(conn, exc)
             raise _unavailable(op, exc) from exc
         return counts
 
     def _serialized(self, op: str, body: Callable[[Run], T], lock: bool = True) -> T:
         """``body(run)`` in one ``BEGIN IMMEDIATE`` transaction: SQLite's single writer lock
-        serializes it against every other writer, of any process (``lock`` is always held)."""
+        serializes it against every other writer, of any process (``lock`` is always held).
+        Disk faults are handled as in ``_transaction``."""
+        self.reserve.check(op)
         conn = self._conn()
 
         def run(sql: str, params: Params) -> list[Row]:
@@ -269,13 +297,48 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        self._drop(conn)  # closing it rolls back
                     raise
         except sqlite3.IntegrityError as exc:
             raise _integrity(op, exc) from exc
         except sqlite3.Error as exc:
+            self._drop_after(conn, exc)
             raise _unavailable(op, exc) from exc
         return result
+
+    # -------------------------------------------------------------- faults and checkpoints
+
+    def _drop_after(self, conn: sqlite3.Connection, exc: sqlite3.Error) -> None:
+        if is_disk_fault(exc):
+            self._drop(conn)
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        """Close ``conn`` and forget it; the calling thread's next call opens a new one."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._registry_lock, contextlib.suppress(ValueError):
+            self._connections.remove(conn)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Run a WAL checkpoint: ``PASSIVE`` (never waits) or ``TRUNCATE`` (waits for readers
+        up to ``busy_timeout``, then empties the WAL file). Returns SQLite's (busy, WAL
+        frames, frames checkpointed); busy 1 means readers kept it from finishing."""
+        if mode not in ("PASSIVE", "TRUNCATE"):
+            raise ValueError(f"checkpoint mode {mode!r}: PASSIVE or TRUNCATE")
+        conn = self._conn()
+        try:
+            with self._write_lock:
+                rows = self._execute(conn, f"PRAGMA wal_checkpoint({mode})", ())
+        except sqlite3.Error as exc:
+            self._drop_after(conn, exc)
+            raise _unavailable(f"checkpoint ({mode})", exc) from exc
+        busy, frames, done = rows[0] if rows else (1, -1, -1)
+        return int(busy), int(frames), int(done)
 
     @staticmethod
     def _device_list(device_ids: Sequence[str]) -> object:
