@@ -27,6 +27,7 @@ from pathlib import Path
 from verifier import errors, lifecycle
 from verifier.appraisal import AppraisalContext, Appraised, appraise_evidence
 from verifier.auditlog import attestation_record
+from verifier.clock import ClockGuard, Reading
 from verifier.currency import AK_NAME, Currency, Revocations, currency
 from verifier.enrollment.crl import CertificateRevoked, CrlSet
 from verifier.enrollment.ekchain import (
@@ -115,9 +116,17 @@ class Verifier:
         clock: Clock = time.time,
         crls: LiveCrls | None = None,
         metrics: VerifierMetrics | None = None,
+        clock_guard: ClockGuard | None = None,
+        reading: Callable[[], Reading] | None = None,
     ) -> None:
         """``metrics``: the process's one ``VerifierMetrics`` (a private one by default);
-        every store call goes through ``verifier.store.instrumented`` and is timed on it."""
+        every store call goes through ``verifier.store.instrumented`` and is timed on it.
+        ``clock_guard`` and ``reading``: clock discipline (``verifier.clock``; ``serve`` gives
+        both): while the guard is in doubt nothing is current, no token is signed, and no
+        challenge or verdict is issued (``ClockInDoubt``). Without them the wall clock
+        ``clock`` is trusted as it is (the simulator moves it on purpose)."""
+        self.clock_guard = clock_guard
+        self._reading = reading
         self.metrics = metrics if metrics is not None else VerifierMetrics()
         store = instrument(store, self.metrics)
         self.store = store
@@ -155,7 +164,28 @@ class Verifier:
 
     # ------------------------------------------------------------ attestation
 
+    def clock_doubt(self) -> str | None:
+        """Take a clock reading; why the wall clock is not trusted now, or None."""
+        if self.clock_guard is None or self._reading is None:
+            return None
+        was = self.clock_guard.reason
+        self.clock_guard.observe(self._reading())
+        now = self.clock_guard.reason
+        if now is not None and was is None:
+            log.error("the wall clock is in doubt (%s): vouching for nothing until it settles", now)
+        elif now is None and was is not None:
+            log.warning("the wall clock is trusted again (it was: %s)", was)
+        return now
+
+    def _refuse_in_doubt(self) -> None:
+        doubt = self.clock_doubt()
+        if doubt is not None:
+            raise errors.ClockInDoubt(
+                f"the verifier's clock is in doubt ({doubt}); retry later (operators: check NTP)"
+            )
+
     def get_challenge(self, device_id: str) -> ChallengeIssued:
+        self._refuse_in_doubt()
         device = self._device(device_id)
         self._check_may_attest(device)
         profile = self._profile_for(device)
@@ -184,6 +214,7 @@ class Verifier:
 
         The IMA state is written after the verdict: a crash in between loses the state, and
         the device's next increment is answered with ``ImaLogRequired`` (fail safe)."""
+        self._refuse_in_doubt()
         device = self._device(evidence.device_id)
         self._check_may_attest(device)
         now = self.clock()
@@ -338,6 +369,8 @@ class Verifier:
         golden set, the revocations, the device's bound profile and latest boot epoch."""
         if verdict.supersession:
             return Currency(Freshness.SUPERSEDED, verdict.supersession)
+        if self.clock_guard is not None:
+            self.clock_guard.check_issued_at(verdict.issued_at)  # one in our future: doubt
         if device is None:
             device = self.store.get_device(verdict.device_id)
         if latest_epoch is None:
@@ -350,6 +383,7 @@ class Verifier:
             revocations=revocations or self.revocations(device),
             latest_epoch=latest_epoch,
             profile=device.profile or None if device else None,
+            clock_doubt=self.clock_doubt(),
         )
 
     def token_for(

@@ -114,8 +114,13 @@ def currency(
     revocations: Revocations | None,
     latest_epoch: BootEpoch | None,
     profile: str | None = None,
+    clock_doubt: str | None = None,
 ) -> Currency:
-    """See the module docstring. ``profile``: the device's bound profile, when known."""
+    """See the module docstring. ``profile``: the device's bound profile, when known;
+    ``clock_doubt``: why the verifier's own wall clock is in doubt (``verifier.clock``), when
+    it is: then nothing is current ("unknown"), whatever ``now`` says."""
+    if clock_doubt is not None:
+        return Currency(Freshness.UNKNOWN, f"the verifier's clock is in doubt: {clock_doubt}")
     if golden is None:
         return Currency(Freshness.UNKNOWN, "the live golden set is not known here")
     if revocations is None:

@@ -91,5 +91,10 @@ class ActivationFailed(AttestationError):
     """The credential activation proof is wrong, expired or already used."""
 
 
+class ClockInDoubt(AttestationError):
+    """The verifier's wall clock stepped or lies behind recorded times: it vouches for nothing
+    (no challenge, no verdict, no token) until the clock is trusted again."""
+
+
 class StoreUnavailable(AttestationError):
     """The store cannot be reached or refused the transaction."""

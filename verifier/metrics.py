@@ -98,6 +98,7 @@ class Refusal(enum.Enum):
     ENROLLMENT_REFUSED = "enrollment_refused"
     ACTIVATION_FAILED = "activation_failed"
     STORE_UNAVAILABLE = "store_unavailable"
+    CLOCK_IN_DOUBT = "clock_in_doubt"
     SHED_LOAD = "shed_load"
     INTERNAL = "internal"
 
@@ -115,6 +116,7 @@ _REFUSALS: tuple[tuple[type[errors.AttestationError], Refusal], ...] = (
     (errors.ReplayMismatch, Refusal.REPLAY_MISMATCH),
     (errors.PolicyViolation, Refusal.POLICY),
     (errors.StoreUnavailable, Refusal.STORE_UNAVAILABLE),
+    (errors.ClockInDoubt, Refusal.CLOCK_IN_DOUBT),
 )
 
 

@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -63,6 +64,7 @@ from verifier.app import Verifier, VerifierSettings, open_trust
 from verifier.audit.history import Retention
 from verifier.cli.common import Subparsers
 from verifier.cli.token import duration
+from verifier.clock import ClockGuard, Reading
 from verifier.enrollment.crl import STALE_POLICIES
 from verifier.enrollment.ekchain import TrustConfigError
 from verifier.enrollment.policy import EnrollmentPolicy
@@ -400,7 +402,16 @@ def serve_one(
     keyring = KeyRing.open(_keys_dir(ns), time.time())
     metrics = VerifierMetrics(version=__version__)
     verifier = Verifier(
-        store, trust, allowlist, golden, keyring, _settings(ns), crls=crls, metrics=metrics
+        store,
+        trust,
+        allowlist,
+        golden,
+        keyring,
+        _settings(ns),
+        crls=crls,
+        metrics=metrics,
+        clock_guard=ClockGuard(),
+        reading=clock_reading(),
     )
     health = HealthMonitor(
         all_of(verifier.store.ping, lambda: check_golden_usable(golden, time.time())),
@@ -537,6 +548,7 @@ def _serve_until_stopped(
     maintenance = StoreMaintenance(store, purge_interval=PURGE_INTERVAL)
     while not stop.wait(1.0):
         sdnotify.watchdog()
+        verifier.clock_doubt()  # a reading a second: steps are seen without traffic
         maintenance.tick(time.monotonic(), time.time())  # purge, checkpoints; never raises
         if reload_requested.is_set():
             reload_requested.clear()
@@ -556,6 +568,22 @@ def _serve_until_stopped(
     sdnotify.stopping()
     observing.stop()
     server.stop(grace=5).wait()
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def clock_reading() -> Callable[[], Reading]:
+    """Simultaneous wall and monotonic readings, named by this boot (the monotonic epoch)."""
+    try:
+        epoch = BOOT_ID.read_text().strip()
+    except OSError:
+        epoch = f"pid-{os.getpid()}"  # no boot id: this process's monotonic clock only
+
+    def read() -> Reading:
+        return Reading(time.time(), time.monotonic(), epoch)
+
+    return read
 
 
 def _record_key_rotation(metrics: VerifierMetrics, keyring: KeyRing) -> None:

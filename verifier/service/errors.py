@@ -38,6 +38,7 @@ _CODES: tuple[tuple[type[errors.AttestationError], grpc.StatusCode], ...] = (
     (errors.ReplayMismatch, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.ClockInDoubt, grpc.StatusCode.UNAVAILABLE),
     (AuditRangeError, grpc.StatusCode.OUT_OF_RANGE),
     (KeyRingError, grpc.StatusCode.INTERNAL),
 )
