@@ -549,7 +549,9 @@ class Verifier:
             while not stop.wait(interval):
                 try:
                     self.sweep()
-                except Exception:  # the sweeper must survive a store outage
+                except errors.StoreUnavailable as exc:  # an outage: one line, no traceback
+                    log.warning("supersession sweep skipped (retrying): %s", exc)
+                except Exception:  # the sweeper must survive anything; this is a bug
                     log.exception("supersession sweep failed; retrying")
 
         thread = threading.Thread(target=loop, name="supersession-sweep", daemon=True)

@@ -65,6 +65,7 @@ from verifier.audit.history import (
     verdict_digest,
 )
 from verifier.enrollment.tpmpublic import parse_tpm2b_public
+from verifier.errors import StoreUnavailable
 from verifier.evidence import Evidence
 from verifier.golden.load import load_golden_texts
 from verifier.golden.model import GoldenSet
@@ -201,7 +202,9 @@ def start_background(
                 while retention.bounded and not stop.is_set():
                     if store.purge_history(clock(), retention, PURGE_BATCH) < PURGE_BATCH:
                         break
-            except Exception:  # the loop must survive a store outage
+            except StoreUnavailable as exc:  # an outage: one line, no traceback
+                log.warning("audit checkpoint or retention skipped (retrying): %s", exc)
+            except Exception:  # the loop must survive anything; this is a bug
                 log.exception("audit checkpoint or retention failed; retrying later")
 
     thread = threading.Thread(target=loop, name="audit", daemon=True)

@@ -482,7 +482,11 @@ class CoverageRefresher:
         """One refresh now; False when the query failed."""
         try:
             counts = self._query()
-        except Exception:  # the refresher must survive a store outage
+        except errors.StoreUnavailable as exc:  # an outage: one line, no traceback
+            log.warning("coverage query failed (%s); the coverage gauges are unchanged", exc)
+            self._metrics.coverage_failed()
+            return False
+        except Exception:  # the refresher must survive anything; this is a bug
             log.exception("coverage query failed; the coverage gauges are unchanged")
             self._metrics.coverage_failed()
             return False
