@@ -40,6 +40,11 @@ CORE = (
     "verifier/audit",
     "verifier/ima",
     "verifier/tls/identity.py",
+    "verifier/currency.py",
+    "verifier/clock.py",
+    "verifier/enrollment/crl.py",
+    "verifier/enrollment/policy.py",
+    "verifier/enrollment/refusal.py",
 )
 EDGES = (
     "grpc",
