@@ -83,7 +83,13 @@ def serve(tmp: Path, db: Path, port: int, *extra: str) -> subprocess.Popen[bytes
         [
             sys.executable, "-m", "verifier.cli", "--log-level", "warning", "serve",
             "--listen", f"127.0.0.1:{port}", "--db", str(db), "--golden", str(GOLDEN),
-            "--port-file", str(port_file), *extra,
+            "--port-file", str(port_file),
+            # a lab on loopback: devices choose their profile by label, and one address floods
+            # the open calls, whose per-peer and per-device limits are lifted
+            "--enrollment-policy", "open",
+            "--open-calls-per-peer", "1e9", "--open-calls-peer-burst", "1e9",
+            "--open-calls-per-device", "1e9", "--open-calls-device-burst", "1e9",
+            *extra,
         ],
         env=ENV, cwd=ROOT, start_new_session=True,
     )  # fmt: skip
@@ -145,7 +151,9 @@ def storm_client(
                             codes[error.code().name] += 1
                         if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                             with lock:
-                                failures.append(f"{device_id(index)}: {error.code().name}")
+                                failures.append(
+                                    f"{device_id(index)}: {error.code().name}: {error.details()}"
+                                )
                             break
                         time.sleep(rng.uniform(0, min(5.0, 0.05 * 2**attempt)))
                         continue
@@ -252,7 +260,7 @@ def restart(ns: argparse.Namespace) -> int:
             device = devices[k]
             return subprocess.Popen(
                 [
-                    sys.executable, "-m", "agent.cli", "run", "--verifier", address,
+                    sys.executable, "-m", "agent.cli", "run", "--verifier", address, "--insecure",
                     "--tcti", device.tpm.tcti, "--state-dir", str(device.workdir / "agent-state"),
                     "--event-log", str(device.event_log), "--label", "model=sim-gateway",
                 ],
