@@ -16,7 +16,13 @@ from smallfs import fill, free_bytes, small_volume
 from verifier.errors import StoreUnavailable
 from verifier.store import open_store
 from verifier.store.base import DeviceRecord, IssuedNonce
-from verifier.store.headroom import JOURNAL_SIZE_LIMIT_BYTES, parse_size
+from verifier.store.headroom import (
+    JOURNAL_SIZE_LIMIT_BYTES,
+    RECHECK_MARGIN_BYTES,
+    RECHECK_SECONDS,
+    DiskReserve,
+    parse_size,
+)
 from verifier.store.maintenance import StoreMaintenance
 from verifier.store.sqlite import SqliteStore
 from verifier.verdict import BootEpoch, Status, Verdict
@@ -201,3 +207,49 @@ def test_maintenance_survives_a_store_that_is_down_and_logs_at_a_bounded_rate(
             assert "works again" in caplog.records[-1].getMessage()
     finally:
         store.close()
+
+
+class _Volume:
+    """A file system whose free space the test sets, counting the measurements."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.measured = 0
+
+    def __call__(self) -> int:
+        self.measured += 1
+        return self.free
+
+
+def test_a_disk_filling_near_the_reserve_is_measured_before_every_write(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reserve = DiskReserve(tmp_path, 64 << 20)
+    volume = _Volume((64 << 20) + RECHECK_MARGIN_BYTES - 1)  # within the margin
+    monkeypatch.setattr(reserve, "free_bytes", volume)
+    for _ in range(5):
+        reserve.check("write")
+    assert volume.measured == 5
+    volume.free = (64 << 20) - 1
+    with pytest.raises(StoreUnavailable, match="disk nearly full"):
+        reserve.check("write")
+
+
+def test_a_far_from_full_disk_is_measured_again_after_the_recheck_interval(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("verifier.store.headroom.time.monotonic", lambda: clock[0])
+    reserve = DiskReserve(tmp_path, 64 << 20)
+    volume = _Volume(64 << 30)
+    monkeypatch.setattr(reserve, "free_bytes", volume)
+    reserve.check("write")
+    reserve.check("write")
+    assert volume.measured == 1  # reused inside the interval
+    volume.free = 1 << 20  # the disk filled up (by someone else) in the meantime
+    clock[0] += RECHECK_SECONDS
+    with pytest.raises(StoreUnavailable, match="disk nearly full"):
+        reserve.check("write")
+    with pytest.raises(StoreUnavailable):  # and stays measured on every write near it
+        reserve.check("write")
+    assert volume.measured == 3

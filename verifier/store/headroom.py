@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 from verifier.errors import StoreUnavailable
@@ -79,16 +79,27 @@ def _human(size: int) -> str:
     return f"{scaled:.1f} {unit}"
 
 
-@dataclass(frozen=True)
+RECHECK_SECONDS = 0.5  # the longest a measured free space is relied on
+RECHECK_MARGIN_BYTES = 256 * 1024 * 1024  # ... and only while this much above the reserve
+
+
 class DiskReserve:
     """At least ``reserve_bytes`` must stay free on the file system holding ``directory``.
 
     ``reserve_bytes == 0`` turns the check off (SQLite then meets the full disk itself, and
     the connection is replaced after the failure).
+
+    A ``statvfs`` per write costs more than some of the writes it guards, so a measurement
+    is reused for up to ``RECHECK_SECONDS`` (monotonic) while it showed more than the reserve
+    plus ``RECHECK_MARGIN_BYTES`` free: no burst of this store's writes in half a second comes
+    near that margin. Nearer the reserve every write measures again, so refusing and resuming
+    stay exact where they matter.
     """
 
-    directory: Path
-    reserve_bytes: int
+    def __init__(self, directory: Path, reserve_bytes: int) -> None:
+        self.directory = directory
+        self.reserve_bytes = reserve_bytes
+        self._trusted_until = 0.0  # monotonic time until which the last measurement holds
 
     def free_bytes(self) -> int:
         """Bytes an unprivileged writer may still use on the file system."""
@@ -103,7 +114,12 @@ class DiskReserve:
         """Raise ``StoreUnavailable`` when a write now would eat into the reserve."""
         if self.reserve_bytes <= 0:
             return
+        now = time.monotonic()
+        if now < self._trusted_until:
+            return
         free = self.free_bytes()
+        if free >= self.reserve_bytes + RECHECK_MARGIN_BYTES:
+            self._trusted_until = now + RECHECK_SECONDS
         if free < self.reserve_bytes:
             raise StoreUnavailable(
                 f"store: {op} refused: disk nearly full ({_human(free)} free on the file "
