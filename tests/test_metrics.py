@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -25,6 +26,8 @@ from verifier.metrics import (
     exported_names,
     refusal_for,
 )
+from verifier.store.base import Store
+from verifier.store.instrumented import instrument
 from verifier.verdict import Status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,10 +149,19 @@ def test_rpc_in_flight_is_released_when_the_handler_raises() -> None:
 
 def test_store_call_counts_the_error_and_lets_it_through() -> None:
     m = VerifierMetrics()
-    with m.store_call("consume_nonce"):
-        pass
-    with pytest.raises(errors.StoreUnavailable), m.store_call("consume_nonce"):
-        raise errors.StoreUnavailable("connection refused")
+
+    class Flaky:
+        calls = 0
+
+        def consume_nonce(self, device_id: str, nonce: bytes, now: float) -> None:
+            self.calls += 1
+            if self.calls == 2:
+                raise errors.StoreUnavailable("connection refused")
+
+    store = instrument(cast(Store, Flaky()), m)
+    store.consume_nonce("d", b"n", 0.0)
+    with pytest.raises(errors.StoreUnavailable, match="connection refused"):
+        store.consume_nonce("d", b"n", 0.0)
     assert value(m, "fleetattest_store_errors_total", op="consume_nonce") == 1
     assert value(m, "fleetattest_store_operation_duration_seconds_count", op="consume_nonce") == 2
 

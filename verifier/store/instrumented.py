@@ -1,7 +1,7 @@
 """A ``Store`` that times every call and counts the ones that raise, then delegates.
 
 ``instrument(inner, metrics)`` wraps every method of the ``verifier.store.base.Store``
-protocol: each call runs ``inner``'s under ``VerifierMetrics.store_call(op)`` with ``op`` the
+protocol: each call runs ``inner``'s under ``VerifierMetrics.store_timer(op)`` with ``op`` the
 method's name (the protocol's method names: a fixed set, so the label stays bounded), and
 ``fleetattest_store_operation_duration_seconds{op}`` and ``fleetattest_store_errors_total{op}``
 cover every store access of the verifier. Results and exceptions pass through unchanged; any
@@ -12,6 +12,7 @@ added to the contract is instrumented without a line here.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -38,10 +39,19 @@ class InstrumentedStore:
 
 
 def _timed(metrics: VerifierMetrics, op: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    timer = metrics.store_timer(op)
+    clock = time.perf_counter
+
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with metrics.store_call(op):
+        start = clock()
+        try:
             return method(*args, **kwargs)
+        except Exception:
+            timer.error()
+            raise
+        finally:
+            timer.observe(clock() - start)
 
     return call
 
