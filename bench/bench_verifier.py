@@ -103,6 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sort", default="cumulative", help="pstats sort key for --profile")
+    parser.add_argument("--top", type=int, default=30, help="rows of the profile to print")
     ns = parser.parse_args()
     profiler = cProfile.Profile() if ns.profile else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +121,7 @@ def main() -> None:
         f"{ns.runs} runs: median {statistics.median(samples):.0f} us, p99 {p99:.0f} us"
     )
     if profiler:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler).sort_stats(ns.sort).print_stats(ns.top)
 
 
 if __name__ == "__main__":

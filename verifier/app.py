@@ -259,7 +259,6 @@ class Verifier:
         stored = self._store_verdict(verdict, evidence, device, issued, previous, now, prior)
         self.metrics.attestation(stored.status, [r.code for r in stored.reasons])
         ima_entries = self._keep_ima_state(device.device_id, appraised, now)
-        self._keep_evidence(evidence, device, issued, now)
         with self._verdict_added:
             self._verdict_added.notify_all()
         log.info(
@@ -289,13 +288,23 @@ class Verifier:
         now: float,
         ima_state: str = "",
     ) -> Verdict:
-        """The verdict with its attestation and audit entry, in one store transaction
-        (``ima_state``: the IMA state, JSON, the appraisal started from: kept for replay)."""
+        """The verdict with its attestation, audit entry and the device's latest evidence (for
+        golden dry runs) in one store transaction (``ima_state``: the IMA state, JSON, the
+        appraisal started from: kept for replay). Evidence over the stored-size limit is not
+        kept (logged); the verdict and its entry still are."""
         record = attestation_record(evidence, device, issued, previous, now, ima_state)
+        latest = StoredEvidence(
+            device_id=device.device_id,
+            received_at=now,
+            bank=issued.bank,
+            pcrs=dict(evidence.pcr_values),
+            event_log=evidence.event_log,
+            labels=device.labels,
+        )
         try:
-            return self.store.add_verdict(verdict, record)
+            return self.store.add_verdict(verdict, record, latest)
         except errors.LimitExceeded as exc:  # still audited: the entry, without the body
-            log.warning("evidence of %s not kept in the history: %s", device.device_id, exc)
+            log.warning("evidence of %s not kept: %s", device.device_id, exc)
             return self.store.add_verdict(verdict)
 
     def _ima_state(self, device_id: str) -> IncrementalState | None:
@@ -322,22 +331,6 @@ class Verifier:
         )
         self.store.put_ima_state(record)
         return state.entry_count
-
-    def _keep_evidence(
-        self, evidence: Evidence, device: DeviceRecord, issued: IssuedNonce, now: float
-    ) -> None:
-        record = StoredEvidence(
-            device_id=device.device_id,
-            received_at=now,
-            bank=issued.bank,
-            pcrs=dict(evidence.pcr_values),
-            event_log=evidence.event_log,
-            labels=device.labels,
-        )
-        try:
-            self.store.put_evidence(record)
-        except errors.LimitExceeded as exc:
-            log.warning("evidence of %s not kept for dry runs: %s", device.device_id, exc)
 
     # ------------------------------------------------------------ queries
 

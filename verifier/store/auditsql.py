@@ -51,7 +51,7 @@ from verifier.audit.merkle import HASH_SIZE, CompactRange
 from verifier.audit.verify import StoredEntry
 from verifier.errors import LimitExceeded, StoreUnavailable
 from verifier.limits import Limits
-from verifier.records import GoldenSetRecord, IssuedNonce
+from verifier.records import GoldenSetRecord, IssuedNonce, StoredEvidence
 from verifier.store import codec
 from verifier.verdict import Verdict
 
@@ -304,6 +304,9 @@ class AuditSql:
     @abstractmethod
     def _insert_verdict(self, run: Run, verdict: Verdict) -> Verdict: ...
 
+    @abstractmethod
+    def _evidence_row(self, evidence: StoredEvidence) -> tuple[bytes, Params]: ...
+
     @staticmethod
     @abstractmethod
     def _decode_verdict(row: Row) -> Verdict: ...
@@ -381,11 +384,18 @@ class AuditSql:
 
     # -------------------------------------------------------------- verdicts with history
 
-    def add_verdict(self, verdict: Verdict, evidence: AttestationRecord | None = None) -> Verdict:
-        """Store the verdict, its attestation and its log entry in one transaction."""
+    def add_verdict(
+        self,
+        verdict: Verdict,
+        evidence: AttestationRecord | None = None,
+        latest: StoredEvidence | None = None,
+    ) -> Verdict:
+        """Store the verdict, its attestation, its log entry and (``latest``) the device's
+        latest evidence in one transaction; a size limit is checked before anything."""
         self._check_evidence_size(evidence)
+        latest_row = None if latest is None else (*self._evidence_row(latest), latest.event_log)
         return self._serialized(
-            "store verdict", lambda run: self._add_verdict_in(run, verdict, evidence)
+            "store verdict", lambda run: self._add_verdict_in(run, verdict, evidence, latest_row)
         )
 
     def _check_evidence_size(self, evidence: AttestationRecord | None) -> None:
@@ -399,19 +409,26 @@ class AuditSql:
             )
 
     def _add_verdict_in(
-        self, run: Run, verdict: Verdict, evidence: AttestationRecord | None
+        self,
+        run: Run,
+        verdict: Verdict,
+        evidence: AttestationRecord | None,
+        latest: tuple[bytes, Params, bytes] | None = None,
     ) -> Verdict:
         """``add_verdict`` inside a transaction that holds the order lock (also the bulk path
-        of ``bench/bench_audit_store.py``: many of these in one transaction)."""
+        of ``bench/bench_audit_store.py``: many of these in one transaction). The event log
+        is written once per transaction, and ``ON CONFLICT DO NOTHING`` once per distinct log."""
         s = self.audit_statements
         stored = self._insert_verdict(run, verdict)
         digest = ""
         columns: tuple[object, ...] = (None,) * 7
+        log_written = b""
         if evidence is not None:
             digest = evidence_digest(evidence)
             log_digest = evidence.log_digest
             ak_digest = hashlib.sha256(evidence.ak_public).digest()
             run(self.statements.put_evidence_log, (log_digest, evidence.event_log))
+            log_written = log_digest
             run(s.insert_ak, (ak_digest, evidence.ak_public))
             columns = (
                 evidence.issued.nonce,
@@ -422,6 +439,11 @@ class AuditSql:
                 ak_digest,
                 _encode_context(evidence),
             )
+        if latest is not None:
+            latest_digest, latest_params, latest_log = latest
+            if latest_digest != log_written:
+                run(self.statements.put_evidence_log, (latest_digest, latest_log))
+            run(self.statements.put_evidence, latest_params)
         position = self._append_locked(run, verdict_entry(stored, digest))
         received_at = evidence.received_at if evidence is not None else stored.issued_at
         run(

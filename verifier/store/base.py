@@ -103,9 +103,16 @@ class Store(Protocol):
     def consume_nonce(self, device_id: str, nonce: bytes, now: float) -> IssuedNonce | None: ...
 
     # verdicts
-    def add_verdict(self, verdict: Verdict, evidence: AttestationRecord | None = None) -> Verdict:
-        """Store the verdict, its attestation (``evidence``: the appraisal's inputs) and its
-        audit log entry in ONE transaction; returns it with ``sequence`` and ``verdict_id``."""
+    def add_verdict(
+        self,
+        verdict: Verdict,
+        evidence: AttestationRecord | None = None,
+        latest: StoredEvidence | None = None,
+    ) -> Verdict:
+        """Store the verdict, its attestation (``evidence``: the appraisal's inputs), its
+        audit log entry and (``latest``) the device's latest evidence, as ``put_evidence``
+        would, in ONE transaction; returns it with ``sequence`` and ``verdict_id``.
+        ``LimitExceeded`` (before anything is written) when evidence is over the limit."""
         ...
 
     def add_supersession(self, verdict: Verdict, why: str) -> Verdict | None: ...

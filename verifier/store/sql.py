@@ -631,6 +631,18 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
     # -------------------------------------------------------------- evidence and golden sets
 
     def put_evidence(self, evidence: StoredEvidence) -> None:
+        digest, row = self._evidence_row(evidence)
+        self._transaction(
+            "keep evidence",
+            [
+                (self.statements.put_evidence_log, (digest, evidence.event_log)),
+                (self.statements.put_evidence, row),
+            ],
+        )
+
+    def _evidence_row(self, evidence: StoredEvidence) -> tuple[bytes, Params]:
+        """The event log's digest and the ``evidence`` row; ``LimitExceeded`` before any
+        write when the evidence is larger than ``limits.max_stored_evidence_bytes``."""
         pcrs = codec.encode_pcr_values(evidence.pcrs)
         labels = codec.encode_str_map(evidence.labels)
         size = len(evidence.event_log) + len(pcrs) + len(labels)
@@ -640,13 +652,13 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
                 f"evidence of {evidence.device_id} is {size} bytes stored; the limit is {limit}"
             )
         digest = hashlib.sha256(evidence.event_log).digest()
-        row = (evidence.device_id, evidence.received_at, evidence.bank, pcrs, digest, labels)
-        self._transaction(
-            "keep evidence",
-            [
-                (self.statements.put_evidence_log, (digest, evidence.event_log)),
-                (self.statements.put_evidence, row),
-            ],
+        return digest, (
+            evidence.device_id,
+            evidence.received_at,
+            evidence.bank,
+            pcrs,
+            digest,
+            labels,
         )
 
     def latest_evidence(self, device_id: str) -> StoredEvidence | None:
