@@ -427,6 +427,25 @@ def test_evidence_with_shared_logs_survives_replacement_and_purge(store: Store) 
     ]
 
 
+def test_a_verdict_and_the_latest_evidence_are_written_together(store: Store) -> None:
+    store.insert_device(device("dev-a"))
+    stored = store.add_verdict(verdict(), None, evidence("dev-a", NOW, b"with the verdict"))
+    assert store.latest_verdict("dev-a") == stored
+    assert store.latest_evidence("dev-a") == evidence("dev-a", NOW, b"with the verdict")
+
+
+def test_a_verdict_with_oversized_latest_evidence_stores_neither(backend: Backend) -> None:
+    small = backend.open(Limits(max_stored_evidence_bytes=1000))
+    try:
+        small.insert_device(device("dev-a"))
+        with pytest.raises(LimitExceeded, match="1000"):
+            small.add_verdict(verdict(), None, evidence("dev-a", NOW, b"x" * 1000))
+        assert small.latest_verdict("dev-a") is None
+        assert small.latest_evidence("dev-a") is None
+    finally:
+        small.close()
+
+
 def test_evidence_over_the_size_limit_stores_nothing(backend: Backend) -> None:
     small = backend.open(Limits(max_stored_evidence_bytes=1000))
     try:
