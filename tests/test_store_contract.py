@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from pgcluster import fresh_schema_url, pg_cluster  # noqa: F401 (the fixture)
 
+from verifier.currency import Revocations
 from verifier.errors import LimitExceeded, StoreUnavailable, UnknownDevice
 from verifier.limits import DEFAULT_LIMITS, Limits
+from verifier.records import RevocationKind, RevocationRecord
 from verifier.store import open_store
 from verifier.store.base import (
     DeviceRecord,
@@ -762,3 +764,37 @@ def test_postgresql_connection_killed_by_the_server_fails_once_then_reconnects(
         assert opened.get_device("dev-a") == device()
     finally:
         opened.close()
+
+
+# ------------------------------------------------------------------ revocations of one device
+
+
+def _revoke(store: Store, kind: RevocationKind, subject: str, device_id: str = "") -> None:
+    store.add_revocation(RevocationRecord(kind, subject, "test", "operator", NOW, device_id))
+
+
+def test_a_devices_revocations_are_found_among_the_fleets(store: Store) -> None:
+    """Every kind that can concern a device is in its own snapshot; another device's, a lifted
+    one's and an unrelated AK's are not, so a per-device read cannot miss a revocation."""
+    fp = "ab" * 32
+    device_id = "dev-" + fp
+    for n in range(50):  # the rest of the fleet
+        _revoke(store, RevocationKind.DEVICE, f"dev-{n:064x}", f"dev-{n:064x}")
+    _revoke(store, RevocationKind.EK, fp, device_id)
+    _revoke(store, RevocationKind.EK_CERTIFICATE, device_id, device_id)
+    _revoke(store, RevocationKind.AK, "aa11", device_id)  # an earlier AK of this device
+    _revoke(store, RevocationKind.AK, "cc33")  # the current AK, revoked by name only
+    _revoke(store, RevocationKind.AK, "dd44", "dev-" + "cd" * 32)
+    _revoke(store, RevocationKind.DEVICE, device_id, device_id)
+    store.lift_revocation(RevocationKind.DEVICE, device_id, "operator", "back", NOW + 1)
+    found = {(r.kind, r.subject) for r in store.revocations_of(device_id, "cc33")}
+    assert found == {
+        (RevocationKind.EK, fp),
+        (RevocationKind.EK_CERTIFICATE, device_id),
+        (RevocationKind.AK, "aa11"),
+        (RevocationKind.AK, "cc33"),
+    }
+    _revoke(store, RevocationKind.DEVICE, device_id, device_id)  # decommissioned again
+    again = Revocations.from_records(store.revocations_of(device_id, "cc33"))
+    assert again.refusal(device_id, "cc33") is not None
+    assert device_id in again.devices

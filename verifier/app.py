@@ -342,14 +342,18 @@ class Verifier:
         return verdict, self.currency_of(verdict, device, verdict.boot_epoch)
 
     def revocations(self, device: DeviceRecord | None = None) -> Revocations:
-        """The store's standing revocations; for ``device``, also whether its EK certificate
-        can be checked now (a stale CRL under ``--crl-stale fail``: undecidable)."""
+        """The store's standing revocations; for ``device``, only those that can concern it
+        (``Store.revocations_of``: as good as all of them for every question about it) and
+        whether its EK certificate can be checked now (a stale CRL under ``--crl-stale
+        fail``: undecidable)."""
+        if device is None:
+            return Revocations.from_records(self.store.revocations())
         undecidable = {}
-        if device is not None:
-            problem = self._certificate_problem(device)
-            if problem:
-                undecidable[device.device_id] = problem
-        return Revocations.from_records(self.store.revocations(), undecidable)
+        problem = self._certificate_problem(device)
+        if problem:
+            undecidable[device.device_id] = problem
+        records = self.store.revocations_of(device.device_id, device.ak_name.hex())
+        return Revocations.from_records(records, undecidable)
 
     def currency_of(
         self,
@@ -604,10 +608,9 @@ class Verifier:
                 f"approve-device {device.device_id} --profile PROFILE'"
             )
         problem = self._certificate_problem(device)
-        revocations = Revocations.from_records(self.store.revocations())
-        why = revocations.revoked_identity(device.device_id)
-        if why is None and device.ak_name.hex() in revocations.aks:
-            why = f"AK revoked: {revocations.aks[device.ak_name.hex()]}"
+        ak_name = device.ak_name.hex()
+        records = self.store.revocations_of(device.device_id, ak_name)
+        why = Revocations.from_records(records).refusal(device.device_id, ak_name)
         if why is not None:
             raise errors.Revoked(f"device {device.device_id}: {why}")
         if problem:

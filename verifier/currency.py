@@ -26,12 +26,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from verifier.enrollment.identity import PREFIX as DEVICE_PREFIX
 from verifier.golden.model import GoldenSet
 from verifier.records import RevocationKind, RevocationRecord
 from verifier.verdict import BootEpoch, Freshness, Status, Verdict
 
 AK_NAME = "ak_name"  # the verdict ``extra`` key naming (hex) the AK that signed the quote
-_DEVICE_PREFIX = "dev-"
 
 
 def _frozen(items: Mapping[str, str] | None = None) -> Mapping[str, str]:
@@ -83,12 +83,20 @@ class Revocations:
         """Why the device itself may no longer attest or enroll (None: it may)."""
         if device_id in self.devices:
             return f"device decommissioned: {self.devices[device_id]}"
-        fingerprint = device_id.removeprefix(_DEVICE_PREFIX)
+        fingerprint = device_id.removeprefix(DEVICE_PREFIX)
         if fingerprint in self.eks:
             return f"EK denied: {self.eks[fingerprint]}"
         if device_id in self.certificates:
             return f"EK certificate revoked: {self.certificates[device_id]}"
         return None
+
+    def refusal(self, device_id: str, ak_name: str) -> str | None:
+        """Why the device may not enroll or attest with the AK named ``ak_name`` (hex), or
+        None: the device itself, then the AK. The one check enrollment and attestation run."""
+        why = self.revoked_identity(device_id)
+        if why is None and ak_name in self.aks:
+            why = f"AK revoked ({ak_name}): {self.aks[ak_name]}"
+        return why
 
 
 @dataclass(frozen=True)

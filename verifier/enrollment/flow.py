@@ -159,10 +159,8 @@ class Enrollment:
         )
 
     def _check_not_revoked(self, device_id: str, ak_name: bytes) -> None:
-        revocations = Revocations.from_records(self.store.revocations())
-        why = revocations.revoked_identity(device_id)
-        if why is None and ak_name.hex() in revocations.aks:
-            why = f"AK {ak_name.hex()} revoked: {revocations.aks[ak_name.hex()]}"
+        records = self.store.revocations_of(device_id, ak_name.hex())
+        why = Revocations.from_records(records).refusal(device_id, ak_name.hex())
         if why is not None:
             raise errors.Revoked(f"device {device_id}: {why}")
 

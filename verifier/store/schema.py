@@ -204,6 +204,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at REAL NOT NULL
         ) STRICT""",
     ),
+    (  # 5: a device's standing revocations found without reading the fleet's
+        "CREATE INDEX revocations_of_device ON revocations (device_id) WHERE lifted_at IS NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -52,6 +52,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from verifier.audit.history import supersession_entry
+from verifier.enrollment.identity import PREFIX as DEVICE_PREFIX
 from verifier.errors import LimitExceeded, StoreUnavailable, UnknownDevice
 from verifier.limits import Limits
 from verifier.records import (
@@ -154,6 +155,7 @@ class Statements:
     insert_revocation: str
     lift_revocation: str
     revocations: str
+    revocations_of: str
     all_revocations: str
     put_inventory: str
     remove_inventory: str
@@ -304,6 +306,12 @@ def dialect(
         revocations=(
             f"SELECT {_REVOCATION_COLUMNS} FROM revocations WHERE lifted_at IS NULL"
             " ORDER BY revocation_id"
+        ),
+        revocations_of=q(
+            f"SELECT {_REVOCATION_COLUMNS} FROM revocations WHERE lifted_at IS NULL"
+            " AND (device_id = ? OR (kind = 'device' AND subject = ?) OR (kind = 'ek' AND"
+            " subject = ?) OR (kind = 'ek_certificate' AND subject = ?) OR (kind = 'ak' AND"
+            " subject = ?)) ORDER BY revocation_id"
         ),
         all_revocations=f"SELECT {_REVOCATION_COLUMNS} FROM revocations ORDER BY revocation_id",
         put_inventory=q(
@@ -699,6 +707,12 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
     ) -> bool:
         params = (now, actor, reason, kind.value, subject)
         return bool(self._write("lift revocation", self.statements.lift_revocation, params))
+
+    def revocations_of(self, device_id: str, ak_name: str) -> Sequence[RevocationRecord]:
+        fingerprint = device_id.removeprefix(DEVICE_PREFIX)
+        params = (device_id, device_id, fingerprint, device_id, ak_name)
+        rows = self._read("revocations of a device", self.statements.revocations_of, params)
+        return [_revocation(row) for row in rows]
 
     def revocations(self, *, include_lifted: bool = False) -> Sequence[RevocationRecord]:
         sql = self.statements.all_revocations if include_lifted else self.statements.revocations
