@@ -156,7 +156,10 @@ def verdict_digest(verdict: Verdict) -> str:
 
 def reasons_digest(verdict: Verdict) -> str:
     """Status and reasons only: what a replay must reproduce byte for byte."""
-    document = verdict_document(verdict)
+    return _reasons_digest(verdict_document(verdict))
+
+
+def _reasons_digest(document: dict[str, object]) -> str:
     return _digest({"reasons": document["reasons"], "status": document["status"]})
 
 
@@ -166,6 +169,7 @@ def entry_time(ts: float) -> datetime:
 
 def verdict_entry(verdict: Verdict, evidence: str) -> LogEntry:
     """The log entry of a stored verdict (``sequence`` and ``verdict_id`` assigned)."""
+    document = verdict_document(verdict)
     return LogEntry(
         EntryKind.VERDICT,
         entry_time(verdict.issued_at),
@@ -177,8 +181,8 @@ def verdict_entry(verdict: Verdict, evidence: str) -> LogEntry:
             "profile": verdict.profile,
             "release": verdict.release,
             "golden_digest": verdict.golden_digest,
-            "verdict_digest": verdict_digest(verdict),
-            "reasons_digest": reasons_digest(verdict),
+            "verdict_digest": _digest(document),
+            "reasons_digest": _reasons_digest(document),
             "evidence_digest": evidence,
             "codes": tuple(r.code for r in verdict.reasons),
         },
