@@ -81,6 +81,7 @@ class ChallengeIssued:
 @dataclass(frozen=True)
 class Attested:
     verdict: Verdict  # as stored
+    currency: Currency  # decided with the device and revocations the appraisal was admitted on
     token: str
     ima_entries: int  # IMA entries accepted in this boot: the agent's next ima_offset
 
@@ -216,7 +217,7 @@ class Verifier:
         the device's next increment is answered with ``ImaLogRequired`` (fail safe)."""
         self._refuse_in_doubt()
         device = self._device(evidence.device_id)
-        self._check_may_attest(device)
+        revocations = self._check_may_attest(device)
         now = self.clock()
         issued = self.store.consume_nonce(evidence.device_id, evidence.nonce, now)
         if issued is None:
@@ -275,8 +276,9 @@ class Verifier:
                 "reasons": [r.code for r in stored.reasons],
             },
         )
-        token = self.token_for(stored, device=device) if want_token else ""
-        return Attested(stored, token, ima_entries)
+        current = self.currency_of(stored, device, stored.boot_epoch, revocations)
+        token = self.token_for(stored, device=device, current=current) if want_token else ""
+        return Attested(stored, current, token, ima_entries)
 
     def _store_verdict(
         self,
@@ -599,9 +601,10 @@ class Verifier:
             f"'attest-verifier device set-profile {device.device_id} PROFILE --reason ...'"
         )
 
-    def _check_may_attest(self, device: DeviceRecord) -> None:
+    def _check_may_attest(self, device: DeviceRecord) -> Revocations:
         """Refuse a waiting, decommissioned or denied device, a revoked AK, a revoked EK
-        certificate (the stored one, against the CRLs now) and an uncheckable one."""
+        certificate (the stored one, against the CRLs now) and an uncheckable one; the
+        revocations concerning the device that admitted it (for the verdict's currency)."""
         if not device.approved:
             raise errors.ApprovalRequired(
                 f"device {device.device_id} waits for an operator: 'attest-verifier "
@@ -610,11 +613,13 @@ class Verifier:
         problem = self._certificate_problem(device)
         ak_name = device.ak_name.hex()
         records = self.store.revocations_of(device.device_id, ak_name)
-        why = Revocations.from_records(records).refusal(device.device_id, ak_name)
+        revocations = Revocations.from_records(records)
+        why = revocations.refusal(device.device_id, ak_name)
         if why is not None:
             raise errors.Revoked(f"device {device.device_id}: {why}")
         if problem:
             raise errors.UntrustedEndorsement(f"device {device.device_id}: {problem}")
+        return revocations
 
     def _certificate_problem(self, device: DeviceRecord) -> str:
         """Check the stored EK certificate's path against the live CRLs. A revoked one is

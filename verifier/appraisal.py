@@ -86,7 +86,14 @@ def appraise_evidence(evidence: Evidence, ctx: AppraisalContext, now: float) -> 
     if ctx.profile.runtime is not None:  # PCR 10 is the IMA log's; the releases never read it
         boot_pcrs = {i: v for i, v in quote.pcrs.items() if i != IMA_PCR}
     policy = evaluate_boot(
-        ctx.profile, evidence.event_log, quote.bank, boot_pcrs, now, ctx.limits, ctx.log_cache
+        ctx.profile,
+        evidence.event_log,
+        quote.bank,
+        boot_pcrs,
+        now,
+        ctx.limits,
+        ctx.log_cache,
+        evidence.log_digest,
     )
     reasons.extend(policy.reasons)
     ima = None

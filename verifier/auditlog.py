@@ -146,6 +146,7 @@ def attestation_record(
         ima_log=evidence.ima_log,
         ima_offset=evidence.ima_offset,
         ima_state=ima_state,
+        log_digest=evidence.log_digest,
     )
 
 

@@ -8,6 +8,8 @@ module parses them, because the signature is over the exact bytes.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 
 from verifier import errors
@@ -26,6 +28,11 @@ class Evidence:
     event_log: bytes
     ima_log: bytes = b""  # IMA measurement list entries from number ``ima_offset`` on
     ima_offset: int = 0  # 0: the whole list (or none, when ``ima_log`` is empty)
+
+    @functools.cached_property
+    def log_digest(self) -> bytes:
+        """SHA-256 of ``event_log``, computed once for every use (memo key, storage)."""
+        return hashlib.sha256(self.event_log).digest()
 
     @classmethod
     def build(

@@ -19,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -60,10 +59,13 @@ class AttestationRecord:
     ima_log: bytes = b""  # the IMA entries sent (an increment from ``ima_offset``)
     ima_offset: int = 0
     ima_state: str = ""  # the device's IMA state the appraisal started from (JSON; "": none)
+    # SHA-256 of ``event_log``: computed here unless the caller passes the one it computed
+    # (``Evidence.log_digest``); nothing else may be passed.
+    log_digest: bytes = b""
 
-    @functools.cached_property
-    def log_digest(self) -> bytes:
-        return hashlib.sha256(self.event_log).digest()
+    def __post_init__(self) -> None:
+        if not self.log_digest:
+            object.__setattr__(self, "log_digest", hashlib.sha256(self.event_log).digest())
 
 
 def _digest(document: object) -> str:

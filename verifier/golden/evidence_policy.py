@@ -96,12 +96,14 @@ class LogAppraisalCache:
         bank: str,
         pcrs: Mapping[int, bytes],
         limits: Limits = DEFAULT_LIMITS,
+        log_digest: bytes | None = None,
     ) -> LogAppraisal:
+        """``log_digest``: SHA-256 of ``event_log`` when the caller has it already."""
         relied = relied_pcrs(profile)
         if not event_log and not relied:
             return NO_LOG
         key = (
-            hashlib.sha256(event_log).digest(),
+            log_digest if log_digest is not None else hashlib.sha256(event_log).digest(),
             bank,
             tuple(sorted(pcrs.items())),
             relied,
@@ -131,10 +133,12 @@ def evaluate_boot(
     now: float,
     limits: Limits = DEFAULT_LIMITS,
     cache: LogAppraisalCache | None = None,
+    log_digest: bytes | None = None,
 ) -> BootPolicyResult:
-    """Steps 1-3 above: the log, then every release of ``profile``."""
+    """Steps 1-3 above: the log, then every release of ``profile`` (``log_digest``: the
+    log's SHA-256 when the caller has it, for the memo)."""
     if cache is not None:
-        log = cache.appraise(profile, event_log, bank, pcrs, limits)
+        log = cache.appraise(profile, event_log, bank, pcrs, limits, log_digest)
     else:
         log = appraise_profile_log(profile, event_log, bank, pcrs, limits)
     outcome = evaluate_profile(profile, pcrs, log.facts, now)

@@ -187,7 +187,7 @@ class AgentService(pb_grpc.AgentServicer):
         attested = self.v.attest_evidence(evidence, want_token=request.want_token)
         verdict = attested.verdict
         return pb.AttestResponse(
-            verdict=verdict_to_pb(verdict, self.v.currency_of(verdict), attested.token),
+            verdict=verdict_to_pb(verdict, attested.currency, attested.token),
             ima_entries=attested.ima_entries,
         )
 

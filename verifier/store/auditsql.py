@@ -305,7 +305,9 @@ class AuditSql:
     def _insert_verdict(self, run: Run, verdict: Verdict) -> Verdict: ...
 
     @abstractmethod
-    def _evidence_row(self, evidence: StoredEvidence) -> tuple[bytes, Params]: ...
+    def _evidence_row(
+        self, evidence: StoredEvidence, log_digest: bytes | None = None
+    ) -> tuple[bytes, Params]: ...
 
     @staticmethod
     @abstractmethod
@@ -393,7 +395,11 @@ class AuditSql:
         """Store the verdict, its attestation, its log entry and (``latest``) the device's
         latest evidence in one transaction; a size limit is checked before anything."""
         self._check_evidence_size(evidence)
-        latest_row = None if latest is None else (*self._evidence_row(latest), latest.event_log)
+        latest_row = None
+        if latest is not None:
+            same_log = evidence is not None and latest.event_log is evidence.event_log
+            known = evidence.log_digest if same_log and evidence is not None else None
+            latest_row = (*self._evidence_row(latest, known), latest.event_log)
         return self._serialized(
             "store verdict", lambda run: self._add_verdict_in(run, verdict, evidence, latest_row)
         )

@@ -648,9 +648,12 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
             ],
         )
 
-    def _evidence_row(self, evidence: StoredEvidence) -> tuple[bytes, Params]:
-        """The event log's digest and the ``evidence`` row; ``LimitExceeded`` before any
-        write when the evidence is larger than ``limits.max_stored_evidence_bytes``."""
+    def _evidence_row(
+        self, evidence: StoredEvidence, log_digest: bytes | None = None
+    ) -> tuple[bytes, Params]:
+        """The event log's digest (``log_digest`` when the caller has it) and the ``evidence``
+        row; ``LimitExceeded`` before any write when the evidence is larger than
+        ``limits.max_stored_evidence_bytes``."""
         pcrs = codec.encode_pcr_values(evidence.pcrs)
         labels = codec.encode_str_map(evidence.labels)
         size = len(evidence.event_log) + len(pcrs) + len(labels)
@@ -659,7 +662,7 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
             raise LimitExceeded(
                 f"evidence of {evidence.device_id} is {size} bytes stored; the limit is {limit}"
             )
-        digest = hashlib.sha256(evidence.event_log).digest()
+        digest = log_digest or hashlib.sha256(evidence.event_log).digest()
         return digest, (
             evidence.device_id,
             evidence.received_at,
