@@ -78,6 +78,10 @@ class ChallengeIssued:
     expires_at: float
 
 
+FULL_SWEEP_EVERY = 300.0  # seconds: a full supersession sweep at least this often
+SWEEPS_AFTER_CHANGE = 3  # sweeps after a change is seen (verdicts stored in the meantime)
+
+
 @dataclass(frozen=True)
 class Attested:
     verdict: Verdict  # as stored
@@ -141,6 +145,9 @@ class Verifier:
         self._ak_lock = threading.Lock()
         self._verdict_added = threading.Condition()
         self._log_cache = LogAppraisalCache()
+        self._swept_key: tuple[object, ...] | None = None
+        self._sweeps_pending = 0
+        self._next_full_sweep = 0.0
         self.crls = crls or LiveCrls(None, trust, CrlSet.empty())
         self._paths: dict[tuple[str, bytes], tuple[Certificate, ...]] = {}
         self.enrollment = Enrollment(
@@ -521,12 +528,28 @@ class Verifier:
             self.notify_watchers()
         return written
 
-    def sweep(self) -> int:
+    def sweep(self, *, full: bool = False) -> int:
         """Write a supersession event for every device whose latest verdict stopped being
         current (a golden reload, a release past ``not_after``, a revocation recorded by
         another replica or a CRL); at most one per verdict across replicas. Returns the
-        events this call wrote."""
+        events this call wrote.
+
+        Reading every device's latest verdict is the fleet's size, so a sweep runs only when
+        something that can supersede changed (``_supersession_key``: the live golden set,
+        the releases past ``not_after``, the CRLs, the store's revocations and device
+        changes of every replica), then again on the next ``SWEEPS_AFTER_CHANGE`` calls (a
+        verdict admitted just before a revocation and stored just after it), and in any case
+        every ``FULL_SWEEP_EVERY`` seconds; ``full`` forces one."""
         self.crls.reload_if_changed()
+        key = self._supersession_key()
+        tick = time.monotonic()
+        if key != self._swept_key:
+            self._swept_key = key
+            self._sweeps_pending = SWEEPS_AFTER_CHANGE
+        if not (full or self._sweeps_pending or tick >= self._next_full_sweep):
+            return 0
+        self._sweeps_pending = max(0, self._sweeps_pending - 1)
+        self._next_full_sweep = tick + FULL_SWEEP_EVERY
         devices = {device.device_id: device for device in self.store.list_devices()}
         written = 0
         for verdict in self.store.latest_unsuperseded_verdicts():
@@ -540,6 +563,18 @@ class Verifier:
                 log.warning("verdict of %s superseded: %s", device.device_id, state.why)
                 written += 1
         return self._notified(written)
+
+    def _supersession_key(self) -> tuple[object, ...]:
+        """What a supersession can follow from, cheaply: equal keys, nothing new to find."""
+        golden = self.golden.current().profile_set
+        now = self.clock()
+        retired = sum(
+            1
+            for profile in golden.profiles
+            for release in profile.releases
+            if release.not_after is not None and release.not_after <= now
+        )
+        return (golden.digest, retired, id(self.crls.current()), self.store.supersession_marker())
 
     def watch(self, stop: threading.Event, interval: float = 2.0) -> threading.Thread:
         """Sweep every ``interval`` seconds until ``stop`` is set."""

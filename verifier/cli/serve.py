@@ -555,7 +555,7 @@ def _serve_until_stopped(
             log.info("SIGHUP: reloading golden measurements from %s", ns.golden)
             sdnotify.reloading()
             if golden.reload().applied:
-                verifier.sweep()
+                verifier.sweep(full=True)
             if tls is not None:
                 log.info("SIGHUP: reloading the TLS files before the next handshake")
                 tls.reload()

@@ -394,7 +394,7 @@ class OperatorService(pb_grpc.OperatorServicer):
         refuse_unknown_fields(request)
         result = self.v.golden.reload()
         if result.applied:
-            self.v.sweep()  # supersede at once what the new set no longer accepts
+            self.v.sweep(full=True)  # supersede at once what the new set no longer accepts
         return pb.ReloadGoldenResponse(
             applied=result.applied,
             golden_digest=result.digest,

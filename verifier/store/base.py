@@ -194,6 +194,12 @@ class Store(Protocol):
         """One retention batch: bodies cleared, verdict rows deleted, digests and log kept."""
         ...
 
+    def supersession_marker(self) -> tuple[int, ...]:
+        """Changes whenever any replica records or lifts a revocation or changes a device's
+        profile or approval: (standing revocations, the last revocation id, the last device
+        change id). Cheap: the sweeper reads it every interval."""
+        ...
+
     # health and coverage
     def ping(self) -> None:
         """Return when the database answers; raise ``StoreUnavailable`` when it does not."""

@@ -166,6 +166,7 @@ class Statements:
     insert_change: str
     device_changes: str
     ping: str
+    supersession_marker: str
     count_devices: str
     latest_verdict_counts: str
     put_ima_state: str
@@ -335,6 +336,11 @@ def dialect(
             f"SELECT {_CHANGE_COLUMNS} FROM device_changes WHERE device_id = ? ORDER BY id"
         ),
         ping=VERSION_QUERY,
+        supersession_marker=(
+            "SELECT (SELECT count(*) FROM revocations WHERE lifted_at IS NULL),"
+            " (SELECT coalesce(max(revocation_id), 0) FROM revocations),"
+            " (SELECT coalesce(max(id), 0) FROM device_changes)"
+        ),
         count_devices="SELECT count(*) FROM devices",
         latest_verdict_counts=q(_LATEST_VERDICT_COUNTS),
         put_ima_state=q(
@@ -812,6 +818,10 @@ class SqlStore(AuditSql, ABC, Generic[Conn]):
         return nonces + challenges
 
     # -------------------------------------------------------------- health and coverage
+
+    def supersession_marker(self) -> tuple[int, ...]:
+        rows = self._read("supersession marker", self.statements.supersession_marker, ())
+        return tuple(int(value) for value in rows[0])
 
     def ping(self) -> None:
         """One round trip to the database; ``StoreUnavailable`` when it does not answer."""
