@@ -24,6 +24,7 @@ from simulator.softquote import SoftAk
 from verifier.app import Verifier, open_trust
 from verifier.audit import EntryKind, LogEntry
 from verifier.clock import ClockGuard, Reading
+from verifier.errors import ClockInDoubt
 from verifier.livegolden import LiveGolden
 from verifier.records import DeviceRecord
 from verifier.service.server import Listen, build_server
@@ -216,3 +217,18 @@ def test_clock_commands_show_and_acknowledge_the_doubt(
     out = capsys.readouterr().out
     assert "cleared: wall clock stepped forward" in out and "audit entry" in out
     assert main(["status", *where]) == 0
+
+
+def test_health_is_not_serving_while_the_clock_is_in_doubt(
+    served: tuple[Served, grpc.Channel],
+) -> None:
+    """``serve``'s health check: NOT_SERVING in doubt, SERVING once acknowledged."""
+    from verifier.cli.serve import check_clock_trusted  # noqa: PLC0415
+
+    one, _ = served
+    check_clock_trusted(one.verifier)  # the baseline reading: trusted
+    one.clock.offset = TWO_HOURS
+    with pytest.raises(ClockInDoubt, match="stepped forward"):
+        check_clock_trusted(one.verifier)
+    _acknowledge(one.operator, "NTP checked")
+    check_clock_trusted(one.verifier)
