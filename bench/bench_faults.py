@@ -1,7 +1,10 @@
 """The long part of the fault suite (issue 18), run on purpose, printing figures.
 
-    PYTHONPATH=$PWD/proto .venv/bin/python bench/bench_faults.py storm [--devices 5000]
-    PYTHONPATH=$PWD/proto .venv/bin/python bench/bench_faults.py restart [--agents 4] [--outage 10]
+    PYTHONPATH=$PWD/proto:$PWD .venv/bin/python bench/bench_faults.py storm [--devices 5000]
+    PYTHONPATH=$PWD/proto:$PWD .venv/bin/python bench/bench_faults.py restart [--agents 4]
+
+(``$PWD`` on the path: run from a git worktree, the clients otherwise import the checkout the
+venv was installed from, while the verifier runs from the worktree.)
 
 ``storm``: a boot storm. ``--devices`` software devices (``simulator.softfleet``: enrolled
 straight into the store, real ECDSA quotes) all attest at once against

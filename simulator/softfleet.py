@@ -30,10 +30,18 @@ from verifier.store.base import DeviceRecord, Store
 # Reconnect quickly after the verifier comes back (gRPC's default backoff grows to 120 s), and
 # one connection per channel, as each real device has its own (by default channels of one
 # process share their connections, which would put every client on one verifier process).
+# ``grpc.min_reconnect_backoff_ms`` is not a backoff: gRPC takes it as the *minimum connect
+# timeout* (the time a connection attempt has to finish TCP and the HTTP/2 SETTINGS exchange;
+# src/core/client_channel/subchannel.cc). At 100 ms a boot storm's handshakes, which take up to
+# a second on a loaded host, were abandoned ("connection attempt timed out before receiving
+# SETTINGS frame", "tcp handshaker shutdown") and the call failed with UNAVAILABLE although
+# the verifier was serving. It stays at gRPC's default, 20 s; the backoff between attempts
+# (initial, max) stays short.
+CONNECT_TIMEOUT_MS = 20_000
 CHANNEL_OPTIONS = (
     ("grpc.use_local_subchannel_pool", 1),
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 _RECORD = boot(GOOD_A, lambda pcr, digests: None)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from verifier import errors, lifecycle
 from verifier.appraisal import AppraisalContext, Appraised, appraise_evidence
-from verifier.auditlog import attestation_record
-from verifier.clock import ClockGuard, Reading
+from verifier.auditlog import attestation_record, record_operator_action
+from verifier.clock import ClockGuard, Doubt, Reading
 from verifier.currency import AK_NAME, Currency, Revocations, currency
 from verifier.enrollment.crl import CertificateRevoked, CrlSet
 from verifier.enrollment.ekchain import (
@@ -109,6 +109,10 @@ class EnrolledAk:
     parsed: TpmPublic
 
 
+class NoClockDiscipline(errors.AttestationError):
+    """A clock acknowledgement for a verifier built without a clock guard (tests, tools)."""
+
+
 class Verifier:
     def __init__(
         self,
@@ -181,9 +185,39 @@ class Verifier:
         now = self.clock_guard.reason
         if now is not None and was is None:
             log.error("the wall clock is in doubt (%s): vouching for nothing until it settles", now)
+            self.metrics.clock_doubt(True)
         elif now is None and was is not None:
             log.warning("the wall clock is trusted again (it was: %s)", was)
+            self.metrics.clock_doubt(False)
         return now
+
+    def clock_state(self) -> Doubt | None:
+        """After a fresh reading: why this process doubts its wall clock, or None."""
+        self.clock_doubt()
+        return self.clock_guard.doubt if self.clock_guard is not None else None
+
+    def acknowledge_clock(self, actor: str, reason: str) -> tuple[str | None, int]:
+        """An operator asserts the wall clock is right now: the doubt of this process is
+        cleared (``ClockGuard.acknowledge``) once the action is in the audit log (a failed
+        append clears nothing). Returns the doubt cleared (None: there was none) and the
+        entry's audit position."""
+        if self.clock_guard is None or self._reading is None:
+            raise NoClockDiscipline("this verifier runs without clock discipline")
+        why = lifecycle.check_reason(reason, self.settings.limits)
+        cleared = self.clock_doubt()
+        reading = self._reading()
+        position = record_operator_action(
+            self.store,
+            actor,
+            "acknowledge clock",
+            {"reason": why, "cleared": cleared or "", "wall_time": int(reading.wall)},
+            reading.wall,
+        )
+        self.clock_guard.acknowledge(reading)
+        self.metrics.clock_acknowledged()
+        self.metrics.clock_doubt(False)
+        log.warning("%s acknowledged the wall clock (%s); doubt cleared: %s", actor, why, cleared)
+        return cleared, position
 
     def _refuse_in_doubt(self) -> None:
         doubt = self.clock_doubt()

@@ -117,9 +117,16 @@ class ClockGuard:
     # ------------------------------------------------------------ inputs
 
     def observe(self, now: Reading) -> None:
-        """Take a reading; raises the step doubt or counts towards clearing it."""
+        """Take a reading; raises the step doubt or counts towards clearing it.
+
+        Threads take readings, then wait for this lock: a reading older (in monotonic time of
+        the same epoch) than the last one observed arrives late and is ignored. Compared with
+        the newer wall times already seen it would look like a clock behind them."""
         with self._lock:
-            last, self._last = self._last, now
+            last = self._last
+            if last is not None and last.epoch == now.epoch and now.mono < last.mono:
+                return
+            self._last = now
             if last is not None and last.epoch == now.epoch:
                 self._compare(last, now)
             self._raise_floor(now.wall, "a time this verifier already used")

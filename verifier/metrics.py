@@ -40,6 +40,8 @@ streams_open                            G   -                WatchVerdicts strea
 token_signing_key_age_seconds           G   -                age of the active signing key    K
 token_rotation_overlap_seconds          G   -                until the last retired key goes  K
 store_errors_total                      C   op               store calls that raised
+clock_in_doubt                          G   -                1 while the wall clock is doubted
+clock_acknowledgements_total            C   -                operators' clock acknowledgements
 store_operation_duration_seconds        H   op               store call latency               A
 ======================================  ==  ===============  ===============================  ===
 
@@ -341,6 +343,17 @@ class VerifierMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self._clock_in_doubt = Gauge(
+            PREFIX + "clock_in_doubt",
+            "1 while this process doubts its wall clock (no tokens, verdicts unknown).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._clock_acks = Counter(
+            PREFIX + "clock_acknowledgements",
+            "Operators' acknowledgements that the wall clock is right (clearing doubt).",
+            registry=r,
+        )
 
     # ------------------------------------------------------------ attestation
 
@@ -428,6 +441,12 @@ class VerifierMetrics:
                     self._golden_info.remove(self._digest)
                 self._golden_info.labels(digest).set(1)
                 self._digest = digest
+
+    def clock_doubt(self, in_doubt: bool) -> None:
+        self._clock_in_doubt.set(1 if in_doubt else 0)
+
+    def clock_acknowledged(self) -> None:
+        self._clock_acks.inc()
 
     def token_key(self, age_seconds: float, overlap_left_seconds: float) -> None:
         self._key_age.set(max(0.0, age_seconds))

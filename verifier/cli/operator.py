@@ -2,6 +2,7 @@
 
     attest-verifier status --verifier HOST:PORT --ca CA --cert OP.pem --key OP.key
     attest-verifier golden reload --verifier unix:/run/attest-verifier/operator.sock
+    attest-verifier clock acknowledge --reason "checked NTP: chrony synced" --verifier ADDR
 
 ``status`` shows the verifier's health (the gRPC health service), the live golden digest and
 refused reloads; ``golden reload`` validates and swaps the golden set now. Both are Operator
@@ -12,7 +13,14 @@ calls: over the caller port (mutual TLS, an operator certificate) or the operato
 refused (the problems are printed as ``file:line:column: message``; the last valid set keeps
 serving), 2 when the verifier cannot be reached. ``status`` asks the standard gRPC health
 service first (anyone may) and exits 1 when the verifier says NOT_SERVING (its store does not
-answer or its golden set has no usable release) or has refused golden edits.
+answer or its golden set has no usable release), has refused golden edits, or doubts its wall
+clock.
+
+``clock acknowledge`` (issue 18): the operator, having checked the host's time (NTP), asserts
+that the answering process's wall clock is right now; its clock doubt is cleared and the action
+is audit-logged with the caller and the ``--reason`` (required). Exit 0 when done, 2 when the
+call failed (unreachable, refused, no reason). With ``--processes N`` it reaches one worker:
+the operator socket is worker 0's.
 """
 
 from __future__ import annotations
@@ -40,6 +48,14 @@ def register(
     reload = golden.add_parser("reload", help="make a running verifier reload its golden set")
     add_connection_flags(reload, "operator")
     reload.set_defaults(func=cmd_reload)
+    clock = sub.add_parser("clock", help="a running verifier's wall clock")
+    clock_sub = clock.add_subparsers(dest="clock_command", required=True, metavar="COMMAND")
+    ack = clock_sub.add_parser(
+        "acknowledge", help="assert the verifier's wall clock is right now (clears clock doubt)"
+    )
+    ack.add_argument("--reason", required=True, help="what was checked (audit-logged)")
+    add_connection_flags(ack, "operator")
+    ack.set_defaults(func=cmd_acknowledge_clock)
 
 
 def _problem(problem: pb.GoldenProblem) -> str:
@@ -76,7 +92,34 @@ def cmd_status(ns: argparse.Namespace) -> int:
     print(f"devices       {status.devices}")
     for problem in status.golden_problems:
         print(f"refused edit  {_problem(problem)}")
-    return 1 if status.golden_problems or not serving else 0
+    print(f"clock         {_clock(status.clock)}")
+    doubted = bool(status.clock.doubt)
+    return 1 if status.golden_problems or not serving or doubted else 0
+
+
+def _clock(state: pb.ClockState) -> str:
+    wall = datetime.fromtimestamp(state.wall_time.seconds, UTC).isoformat()
+    if not state.doubt:
+        return f"trusted (wall clock {wall})"
+    since = datetime.fromtimestamp(state.doubt_since.seconds, UTC).isoformat()
+    return (
+        f"IN DOUBT since {since}: {state.doubt} (wall clock {wall}; no tokens until it settles "
+        "or 'attest-verifier clock acknowledge')"
+    )
+
+
+def cmd_acknowledge_clock(ns: argparse.Namespace) -> int:
+    request = pb.AcknowledgeClockRequest(reason=ns.reason)
+    try:
+        with connect(ns) as ch:
+            reply = pb_grpc.OperatorStub(ch).AcknowledgeClock(request, timeout=10)
+    except grpc.RpcError as exc:
+        print(f"attest-verifier: {error_text(ns.verifier, exc)}", file=sys.stderr)
+        return 2
+    what = f"cleared: {reply.cleared}" if reply.cleared else "the clock was not in doubt"
+    print(f"acknowledged ({what}); audit entry {reply.audit_position}")
+    print(f"clock         {_clock(reply.clock)}")
+    return 0
 
 
 def cmd_reload(ns: argparse.Namespace) -> int:

@@ -414,7 +414,11 @@ def serve_one(
         reading=clock_reading(),
     )
     health = HealthMonitor(
-        all_of(verifier.store.ping, lambda: check_golden_usable(golden, time.time())),
+        all_of(
+            verifier.store.ping,
+            lambda: check_golden_usable(golden, time.time()),
+            lambda: check_clock_trusted(verifier),
+        ),
         ns.health_interval,
     )
     built = _build(ns, verifier, tls, health, reuse_port=reuse_port, first=first)
@@ -568,6 +572,14 @@ def _serve_until_stopped(
     sdnotify.stopping()
     observing.stop()
     server.stop(grace=5).wait()
+
+
+def check_clock_trusted(verifier: Verifier) -> None:
+    """A health check: raises while the wall clock is in doubt (the verifier vouches for
+    nothing then, so load balancers should send agents to another replica)."""
+    doubt = verifier.clock_doubt()
+    if doubt is not None:
+        raise errors.ClockInDoubt(f"the wall clock is in doubt: {doubt}")
 
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")

@@ -291,6 +291,25 @@ class OperatorService(pb_grpc.OperatorServicer):
             devices=len(self.v.devices()),
             enrollment_policy=self.v.settings.enrollment_policy.value,
             crl_problems=self.v.crls.problems(self.v.clock()),
+            clock=self._clock_state(),
+        )
+
+    def _clock_state(self) -> pb.ClockState:
+        state = pb.ClockState(wall_time=timestamp(self.v.clock()))
+        doubt = self.v.clock_state()
+        if doubt is not None:
+            state.doubt = doubt.reason
+            state.doubt_since.CopyFrom(timestamp(doubt.since))
+        return state
+
+    @rpc
+    def AcknowledgeClock(
+        self, request: pb.AcknowledgeClockRequest, context: grpc.ServicerContext
+    ) -> pb.AcknowledgeClockResponse:
+        refuse_unknown_fields(request)
+        cleared, position = self.v.acknowledge_clock(str(caller_of(context)), request.reason)
+        return pb.AcknowledgeClockResponse(
+            cleared=cleared or "", clock=self._clock_state(), audit_position=position
         )
 
     @rpc

@@ -83,6 +83,8 @@ POLICY: Mapping[str, frozenset[Role]] = {
     _m("Operator", "GetAuditCheckpoint"): OPERATORS,
     _m("Operator", "GetConsistencyProof"): OPERATORS,
     _m("Operator", "GetInclusionProof"): OPERATORS,
+    # Clearing clock doubt (issue 18) re-enables tokens: operators only.
+    _m("Operator", "AcknowledgeClock"): OPERATORS,
     # The standard health check (verifier.service.health): load balancers and `status` ask it
     # without credentials; it says SERVING or NOT_SERVING and nothing else. Watch (a stream)
     # is not offered.

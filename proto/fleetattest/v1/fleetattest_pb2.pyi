@@ -359,7 +359,7 @@ class GoldenProblem(_message.Message):
     def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., column: _Optional[int] = ..., message: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
 
 class VerifierStatus(_message.Message):
-    __slots__ = ("version", "golden_digest", "golden_loaded_at", "golden_problems", "devices", "enrollment_policy", "crl_problems")
+    __slots__ = ("version", "golden_digest", "golden_loaded_at", "golden_problems", "devices", "enrollment_policy", "crl_problems", "clock")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_LOADED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +367,7 @@ class VerifierStatus(_message.Message):
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     ENROLLMENT_POLICY_FIELD_NUMBER: _ClassVar[int]
     CRL_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     version: str
     golden_digest: str
     golden_loaded_at: _timestamp_pb2.Timestamp
@@ -374,7 +375,8 @@ class VerifierStatus(_message.Message):
     devices: int
     enrollment_policy: str
     crl_problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., golden_digest: _Optional[str] = ..., golden_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., golden_problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ..., devices: _Optional[int] = ..., enrollment_policy: _Optional[str] = ..., crl_problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    clock: ClockState
+    def __init__(self, version: _Optional[str] = ..., golden_digest: _Optional[str] = ..., golden_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., golden_problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ..., devices: _Optional[int] = ..., enrollment_policy: _Optional[str] = ..., crl_problems: _Optional[_Iterable[str]] = ..., clock: _Optional[_Union[ClockState, _Mapping]] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ("profile",)
@@ -609,3 +611,29 @@ class ListRevocationsResponse(_message.Message):
     REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     revocations: _containers.RepeatedCompositeFieldContainer[Revocation]
     def __init__(self, revocations: _Optional[_Iterable[_Union[Revocation, _Mapping]]] = ...) -> None: ...
+
+class ClockState(_message.Message):
+    __slots__ = ("doubt", "doubt_since", "wall_time")
+    DOUBT_FIELD_NUMBER: _ClassVar[int]
+    DOUBT_SINCE_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_FIELD_NUMBER: _ClassVar[int]
+    doubt: str
+    doubt_since: _timestamp_pb2.Timestamp
+    wall_time: _timestamp_pb2.Timestamp
+    def __init__(self, doubt: _Optional[str] = ..., doubt_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wall_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AcknowledgeClockRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class AcknowledgeClockResponse(_message.Message):
+    __slots__ = ("cleared", "clock", "audit_position")
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_POSITION_FIELD_NUMBER: _ClassVar[int]
+    cleared: str
+    clock: ClockState
+    audit_position: int
+    def __init__(self, cleared: _Optional[str] = ..., clock: _Optional[_Union[ClockState, _Mapping]] = ..., audit_position: _Optional[int] = ...) -> None: ...

@@ -537,6 +537,11 @@ class OperatorStub:
                 request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetConsistencyProofRequest.SerializeToString,
                 response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.ConsistencyProof.FromString,
                 _registered_method=True)
+        self.AcknowledgeClock = channel.unary_unary(
+                '/fleetattest.v1.Operator/AcknowledgeClock',
+                request_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.AcknowledgeClockRequest.SerializeToString,
+                response_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.AcknowledgeClockResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -648,6 +653,15 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcknowledgeClock(self, request, context):
+        """Clock doubt (issue 18): the operator asserts that the verifier's wall clock is right now
+        (after checking NTP); the doubt is cleared, audit-logged with the caller and the reason.
+        Reaches the one process that answers the call (see the README on --processes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -730,6 +744,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.GetConsistencyProof,
                     request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.GetConsistencyProofRequest.FromString,
                     response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.ConsistencyProof.SerializeToString,
+            ),
+            'AcknowledgeClock': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeClock,
+                    request_deserializer=fleetattest_dot_v1_dot_fleetattest__pb2.AcknowledgeClockRequest.FromString,
+                    response_serializer=fleetattest_dot_v1_dot_fleetattest__pb2.AcknowledgeClockResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1166,6 +1185,33 @@ class Operator:
             '/fleetattest.v1.Operator/GetConsistencyProof',
             fleetattest_dot_v1_dot_fleetattest__pb2.GetConsistencyProofRequest.SerializeToString,
             fleetattest_dot_v1_dot_fleetattest__pb2.ConsistencyProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeClock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetattest.v1.Operator/AcknowledgeClock',
+            fleetattest_dot_v1_dot_fleetattest__pb2.AcknowledgeClockRequest.SerializeToString,
+            fleetattest_dot_v1_dot_fleetattest__pb2.AcknowledgeClockResponse.FromString,
             options,
             channel_credentials,
             insecure,

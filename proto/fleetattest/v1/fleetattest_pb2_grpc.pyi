@@ -206,6 +206,11 @@ class OperatorStub:
     """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetInclusionProofRequest, _fleetattest_pb2.InclusionProof]
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.GetConsistencyProofRequest, _fleetattest_pb2.ConsistencyProof]
+    AcknowledgeClock: _grpc.UnaryUnaryMultiCallable[_fleetattest_pb2.AcknowledgeClockRequest, _fleetattest_pb2.AcknowledgeClockResponse]
+    """Clock doubt (issue 18): the operator asserts that the verifier's wall clock is right now
+    (after checking NTP); the doubt is cleared, audit-logged with the caller and the reason.
+    Reaches the one process that answers the call (see the README on --processes).
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -237,6 +242,11 @@ class OperatorAsyncStub(OperatorStub):
     """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetInclusionProofRequest, _fleetattest_pb2.InclusionProof]  # type: ignore[assignment]
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.GetConsistencyProofRequest, _fleetattest_pb2.ConsistencyProof]  # type: ignore[assignment]
+    AcknowledgeClock: _aio.UnaryUnaryMultiCallable[_fleetattest_pb2.AcknowledgeClockRequest, _fleetattest_pb2.AcknowledgeClockResponse]  # type: ignore[assignment]
+    """Clock doubt (issue 18): the operator asserts that the verifier's wall clock is right now
+    (after checking NTP); the doubt is cleared, audit-logged with the caller and the reason.
+    Reaches the one process that answers the call (see the README on --processes).
+    """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- operators"""
@@ -361,5 +371,16 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _fleetattest_pb2.GetConsistencyProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleetattest_pb2.ConsistencyProof, _abc.Awaitable[_fleetattest_pb2.ConsistencyProof]]: ...
+
+    @_abc_1.abstractmethod
+    def AcknowledgeClock(
+        self,
+        request: _fleetattest_pb2.AcknowledgeClockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleetattest_pb2.AcknowledgeClockResponse, _abc.Awaitable[_fleetattest_pb2.AcknowledgeClockResponse]]:
+        """Clock doubt (issue 18): the operator asserts that the verifier's wall clock is right now
+        (after checking NTP); the doubt is cleared, audit-logged with the caller and the reason.
+        Reaches the one process that answers the call (see the README on --processes).
+        """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
