@@ -9,6 +9,7 @@ reason, and the act is in the audit log with the caller. Reproduced over the rea
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from simulator.softquote import SoftAk
 from verifier.app import Verifier, open_trust
 from verifier.audit import EntryKind, LogEntry
 from verifier.clock import ClockGuard, Reading
+from verifier.clockshare import SharedAcknowledgement
 from verifier.errors import ClockInDoubt
 from verifier.livegolden import LiveGolden
 from verifier.records import DeviceRecord
@@ -232,3 +234,72 @@ def test_health_is_not_serving_while_the_clock_is_in_doubt(
         check_clock_trusted(one.verifier)
     _acknowledge(one.operator, "NTP checked")
     check_clock_trusted(one.verifier)
+
+
+def _worker(
+    tmp_path: Path, name: str, clock: SteppableClock, peers: SharedAcknowledgement
+) -> Verifier:
+    """One worker of ``serve --processes N``: its own store connection and clock guard."""
+    store = open_store(tmp_path / "verifier.db")
+    trust, allowlist = open_trust(None, None)
+    return Verifier(
+        store,
+        trust,
+        allowlist,
+        LiveGolden.start(ROOT / "golden_measurements", store, clock.wall),
+        KeyRing.open(tmp_path / f"keys-{name}", clock.wall()),
+        clock=clock.wall,
+        clock_guard=ClockGuard(settle_seconds=3600),
+        reading=clock.reading,
+        clock_peers=peers,
+    )
+
+
+def test_an_acknowledgement_through_one_worker_clears_every_worker(tmp_path: Path) -> None:
+    """The operator's call reaches one worker; the others share the host's clock."""
+    clock, peers = SteppableClock(), SharedAcknowledgement()
+    one, two = (_worker(tmp_path, name, clock, peers) for name in ("one", "two"))
+    assert one.clock_doubt() is None and two.clock_doubt() is None
+    clock.offset = TWO_HOURS
+    assert one.clock_doubt() is not None and two.clock_doubt() is not None
+    one.acknowledge_clock("operator:test", "chrony synced")
+    assert two.clock_doubt() is None
+    assert one.clock_doubt() is None
+
+
+def test_a_step_after_another_workers_acknowledgement_is_still_a_step(tmp_path: Path) -> None:
+    """A worker takes the acknowledging worker's reading as its baseline, not its own later
+    one: a step between the acknowledgement and the worker's next reading is not forgiven."""
+    clock, peers = SteppableClock(), SharedAcknowledgement()
+    one, two = (_worker(tmp_path, name, clock, peers) for name in ("one", "two"))
+    assert one.clock_doubt() is None and two.clock_doubt() is None
+    clock.offset = TWO_HOURS
+    assert one.clock_doubt() is not None and two.clock_doubt() is not None
+    one.acknowledge_clock("operator:test", "chrony synced")
+    clock.offset += TWO_HOURS  # stepped again before worker two looked
+    assert two.clock_doubt() is not None
+    assert one.clock_doubt() is not None
+
+
+def test_a_worker_started_after_an_acknowledgement_does_not_replay_it(tmp_path: Path) -> None:
+    """A replacement worker must not apply an old acknowledgement: it would forget the times
+    it has since read from the store (here a verdict issued in its future)."""
+    clock, peers = SteppableClock(), SharedAcknowledgement()
+    one = _worker(tmp_path, "one", clock, peers)
+    one.acknowledge_clock("operator:test", "chrony synced")
+    replacement = _worker(tmp_path, "replacement", clock, peers)
+    assert replacement.clock_guard is not None
+    replacement.clock_guard.check_issued_at(clock.wall() + 3600)  # a verdict from ahead
+    assert replacement.clock_doubt() is not None
+
+
+def test_the_acknowledgement_crosses_a_fork() -> None:
+    peers = SharedAcknowledgement()
+    pid = os.fork()
+    if pid == 0:  # the child publishes, as a worker whose operator acknowledged would
+        peers.publish(Reading(1234.5, 67.0, "boot"))
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    published = peers.latest()
+    assert (published.generation, published.wall, published.mono) == (1, 1234.5, 67.0)

@@ -28,6 +28,7 @@ from verifier import errors, lifecycle
 from verifier.appraisal import AppraisalContext, Appraised, appraise_evidence
 from verifier.auditlog import attestation_record, record_operator_action
 from verifier.clock import ClockGuard, Doubt, Reading
+from verifier.clockshare import SharedAcknowledgement
 from verifier.currency import AK_NAME, Currency, Revocations, currency
 from verifier.enrollment.crl import CertificateRevoked, CrlSet
 from verifier.enrollment.ekchain import (
@@ -127,15 +128,20 @@ class Verifier:
         metrics: VerifierMetrics | None = None,
         clock_guard: ClockGuard | None = None,
         reading: Callable[[], Reading] | None = None,
+        clock_peers: SharedAcknowledgement | None = None,
     ) -> None:
         """``metrics``: the process's one ``VerifierMetrics`` (a private one by default);
         every store call goes through ``verifier.store.instrumented`` and is timed on it.
         ``clock_guard`` and ``reading``: clock discipline (``verifier.clock``; ``serve`` gives
         both): while the guard is in doubt nothing is current, no token is signed, and no
         challenge or verdict is issued (``ClockInDoubt``). Without them the wall clock
-        ``clock`` is trusted as it is (the simulator moves it on purpose)."""
+        ``clock`` is trusted as it is (the simulator moves it on purpose). ``clock_peers``:
+        the acknowledgement shared with the other workers of ``serve --processes N``."""
         self.clock_guard = clock_guard
         self._reading = reading
+        self._clock_peers = clock_peers
+        # An acknowledgement made before this worker started is not for its guard.
+        self._peer_ack_seen = clock_peers.latest().generation if clock_peers is not None else 0
         self.metrics = metrics if metrics is not None else VerifierMetrics()
         store = instrument(store, self.metrics)
         self.store = store
@@ -181,7 +187,9 @@ class Verifier:
         if self.clock_guard is None or self._reading is None:
             return None
         was = self.clock_guard.reason
-        self.clock_guard.observe(self._reading())
+        reading = self._reading()
+        self._take_peer_acknowledgement(reading.epoch)
+        self.clock_guard.observe(reading)
         now = self.clock_guard.reason
         if now is not None and was is None:
             log.error("the wall clock is in doubt (%s): vouching for nothing until it settles", now)
@@ -190,6 +198,17 @@ class Verifier:
             log.warning("the wall clock is trusted again (it was: %s)", was)
             self.metrics.clock_doubt(False)
         return now
+
+    def _take_peer_acknowledgement(self, epoch: str) -> None:
+        """Another worker's operator acknowledged the clock: the same baseline here."""
+        if self._clock_peers is None or self.clock_guard is None:
+            return
+        published = self._clock_peers.latest()
+        if published.generation == self._peer_ack_seen:
+            return
+        self._peer_ack_seen = published.generation
+        self.clock_guard.acknowledge(Reading(published.wall, published.mono, epoch))
+        log.warning("the wall clock was acknowledged by an operator through another worker")
 
     def clock_state(self) -> Doubt | None:
         """After a fresh reading: why this process doubts its wall clock, or None."""
@@ -214,6 +233,8 @@ class Verifier:
             reading.wall,
         )
         self.clock_guard.acknowledge(reading)
+        if self._clock_peers is not None:
+            self._peer_ack_seen = self._clock_peers.publish(reading)
         self.metrics.clock_acknowledged()
         self.metrics.clock_doubt(False)
         log.warning("%s acknowledged the wall clock (%s); doubt cleared: %s", actor, why, cleared)

@@ -65,6 +65,7 @@ from verifier.audit.history import Retention
 from verifier.cli.common import Subparsers
 from verifier.cli.token import duration
 from verifier.clock import ClockGuard, Reading
+from verifier.clockshare import SharedAcknowledgement
 from verifier.enrollment.crl import STALE_POLICIES
 from verifier.enrollment.ekchain import TrustConfigError
 from verifier.enrollment.policy import EnrollmentPolicy
@@ -296,9 +297,12 @@ def _supervise_workers(ns: argparse.Namespace) -> int:
         metrics_dir = Path(tempfile.mkdtemp(prefix="attest-verifier-metrics-"))
         enable_multiprocess(metrics_dir)
     try:
+        clock_peers = SharedAcknowledgement()  # before the fork: every worker shares it
 
         def worker(slot: int) -> int:
-            return serve_one(ns, reuse_port=True, first=slot == 0, serve_metrics=False)
+            return serve_one(
+                ns, reuse_port=True, first=slot == 0, serve_metrics=False, clock_peers=clock_peers
+            )
 
         def ended(pid: int) -> None:
             if metrics_dir is not None:
@@ -374,10 +378,16 @@ def write_port_file(path: Path, ports: Ports) -> None:
 
 
 def serve_one(
-    ns: argparse.Namespace, *, reuse_port: bool, first: bool = True, serve_metrics: bool = True
+    ns: argparse.Namespace,
+    *,
+    reuse_port: bool,
+    first: bool = True,
+    serve_metrics: bool = True,
+    clock_peers: SharedAcknowledgement | None = None,
 ) -> int:
     """One server. ``first``: the worker that owns the operator socket and the port file and
-    refreshes the coverage gauges; ``serve_metrics``: it serves its own /metrics (one process)."""
+    refreshes the coverage gauges; ``serve_metrics``: it serves its own /metrics (one process);
+    ``clock_peers``: the clock acknowledgement shared with the other workers."""
     try:
         trust, allowlist = open_trust(ns.ek_ca, ns.allowlist)
         files = _tls_files(ns)
@@ -412,6 +422,7 @@ def serve_one(
         metrics=metrics,
         clock_guard=ClockGuard(),
         reading=clock_reading(),
+        clock_peers=clock_peers,
     )
     health = HealthMonitor(
         all_of(
