@@ -47,6 +47,7 @@ from verifier.golden.load import load_golden_texts
 from verifier.golden.model import Profile
 from verifier.golden.whatif import DryRunReport, Explanation, dry_run, explain
 from verifier.ima.incremental import IncrementalState, state_from_dict, state_to_dict
+from verifier.imahistory import held_for_explain, held_for_fleet
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livecrl import LiveCrls
 from verifier.livegolden import LiveGolden, ReloadResult
@@ -518,24 +519,30 @@ class Verifier:
         with self._verdict_added:
             self._verdict_added.wait(timeout)
 
-    def explain(self, device_id: str) -> Explanation:
-        """Every rule of every release against the device's latest evidence (operators)."""
+    def explain(self, device_id: str, ima_log: bytes | None = None) -> Explanation:
+        """Every rule of every release against the device's latest evidence, and the runtime
+        entries held for its current boot (or the operator's ``ima_log``) (operators)."""
         self._device(device_id)
         evidence = self.store.latest_evidence(device_id)
         if evidence is None:
             raise errors.UnknownDevice(f"device {device_id} has no stored evidence yet")
         golden = self.golden.current().profile_set
-        return explain(evidence, golden, self.clock(), self.settings.limits)
+        limits = self.settings.limits
+        held = held_for_explain(self.store, evidence, golden, limits, ima_log)
+        return explain(evidence, golden, self.clock(), limits, held)
 
     def dry_run(self, files: Mapping[str, str]) -> DryRunReport:
-        """A proposed golden set against every device's latest evidence; changes nothing.
+        """A proposed golden set against every device's latest evidence and held runtime
+        entries; changes nothing.
 
         Raises ``GoldenError`` (with every problem) when the proposed set is invalid.
         """
-        proposed = load_golden_texts(files, self.settings.limits)
+        limits = self.settings.limits
+        proposed = load_golden_texts(files, limits)
         current = self.golden.current().profile_set
         evidences = self.store.all_latest_evidence()
-        return dry_run(evidences, current, proposed, self.clock(), self.settings.limits)
+        held = held_for_fleet(self.store, evidences, (current, proposed), limits)
+        return dry_run(evidences, current, proposed, self.clock(), limits, held)
 
     def devices(self) -> Sequence[DeviceRecord]:
         return self.store.list_devices()

@@ -38,6 +38,8 @@ class Limits:
     max_ima_patterns: int = 10_000  # exclusion and signature selectors in one policy
     max_ima_pattern_bytes: int = 4096
     max_stored_evidence_bytes: int = 4 * 1024 * 1024  # per device, for dry runs
+    # attestations of one boot read back to rebuild its IMA entries (golden explain, dry run)
+    max_whatif_ima_attestations: int = 10_000
     # Unauthenticated calls that store something (StartEnrollment, GetChallenge):
     open_calls_per_peer_per_second: float = 20.0  # per IPv4 address / IPv6 /64
     open_calls_peer_burst: float = 100.0  # a site behind one NAT enrolling at once

@@ -3,7 +3,7 @@
     attest-verifier golden lint DIR
     attest-verifier golden learn --db DB --device ID [--name NAME] [--output FILE]
     attest-verifier golden learn --event-log FILE --pcrs FILE [--bank sha256] [--name NAME]
-    attest-verifier golden explain DEVICE --db DB [--golden DIR]
+    attest-verifier golden explain DEVICE --db DB --golden DIR [--ima-log FILE]
     attest-verifier golden dry-run DIR --db DB [--golden CURRENT_DIR]
     attest-verifier golden learn --ima-log FILE [--exclude GLOB] [--output FILE]
     attest-verifier golden import-keylime POLICY.json [--output FILE]
@@ -22,10 +22,18 @@ Feeding a log's own replay back proves nothing: take the values from a quote
 unless ``--select 0,4,7,8,9``. Never applied: review it, paste it under ``releases:``, lint.
 
 ``explain`` shows, for a device's latest evidence (DEVICE may be a unique prefix of its id),
-every rule of every release of its profile: PASS or FAIL with expected and actual.
-``dry-run`` evaluates a proposed directory against the latest evidence of every device and
-prints which devices would change status or release and why; it changes nothing. Exit 1
-when the proposed directory is invalid (problems printed as ``lint`` does).
+every rule of every release of its profile: PASS or FAIL with expected and actual. For a
+profile with a ``runtime:`` section it then judges the IMA entries the verifier holds for the
+device's current boot (rebuilt from the attestation history: the last whole list and the
+increments after it) by the set's runtime policy, printing each failing entry (number,
+path, template, code, expected, actual) and one summary line; ``--ima-log FILE`` judges
+that list (binary or ASCII) instead. Entries the history cannot give (purged by retention,
+only the running state kept) are reported as ``runtime not re-evaluated: <why>``.
+``dry-run`` evaluates a proposed directory against the latest evidence (and held runtime
+entries) of every device and prints which devices would change status, release or runtime
+findings and why, and which could not have their runtime re-evaluated; it changes nothing.
+Exit 1 when the proposed directory is invalid (problems printed as ``lint`` does), and with
+``--fail-on-change`` when any device would change or its runtime could not be re-evaluated.
 
 ``learn --ima-log`` writes a ``runtime:`` section from a known-good device's IMA measurement
 list (binary or ASCII; repeat ``--ima-log`` for several devices); ``import-keylime`` turns a
@@ -55,11 +63,14 @@ from verifier.golden.learn import learn_release
 from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
 from verifier.golden.model import BANKS, QUIRKS, GoldenSet
 from verifier.golden.whatif import DryRunReport, Explanation, RuleOutcome, dry_run, explain
+from verifier.ima.held import HeldEntries
 from verifier.ima.keylime import import_keylime_policy
 from verifier.ima.learn import learn_runtime_policy
 from verifier.ima.parse import parse_measurement_list
 from verifier.ima.policy import PathPattern
+from verifier.ima.reappraise import RuntimeOutcome
 from verifier.ima.section import parse_runtime_section
+from verifier.imahistory import held_for_explain, held_for_fleet
 from verifier.limits import DEFAULT_LIMITS
 from verifier.records import StoredEvidence
 from verifier.store import Store, resolve_device
@@ -139,6 +150,12 @@ def _register_explain(commands: Subparsers[argparse.ArgumentParser]) -> None:
     explain_cmd.add_argument(
         "--golden", type=Path, required=True, metavar="DIR", help="the golden set to explain with"
     )
+    explain_cmd.add_argument(
+        "--ima-log",
+        type=Path,
+        metavar="FILE",
+        help="judge this IMA list (binary or ASCII) instead of the entries the verifier holds",
+    )
     explain_cmd.set_defaults(func=cmd_explain)
 
 
@@ -155,7 +172,8 @@ def _register_dry_run(commands: Subparsers[argparse.ArgumentParser]) -> None:
     dry.add_argument(
         "--fail-on-change",
         action="store_true",
-        help="exit 1 when any device's status or release would change (for CI)",
+        help="exit 1 when any device's status, release or runtime findings would change, or "
+        "its runtime could not be re-evaluated (for CI)",
     )
     dry.set_defaults(func=cmd_dry_run)
 
@@ -312,8 +330,16 @@ def cmd_explain(ns: argparse.Namespace) -> int:
 
 def explain_device(ns: argparse.Namespace, out: TextIO) -> int:
     golden = load_golden_dir(ns.golden)
-    evidence = _with_store(ns.db, lambda store: _latest(store, ns.device))
-    print_explanation(explain(evidence, golden, time.time()), golden, out)
+    ima_log = None
+    if ns.ima_log is not None:
+        ima_log = _read_bounded(ns.ima_log, DEFAULT_LIMITS.max_ima_log_bytes)
+
+    def read(store: Store) -> Explanation:
+        evidence = _latest(store, ns.device)
+        held = held_for_explain(store, evidence, golden, DEFAULT_LIMITS, ima_log, str(ns.ima_log))
+        return explain(evidence, golden, time.time(), DEFAULT_LIMITS, held)
+
+    print_explanation(_with_store(ns.db, read), golden, out)
     return 0
 
 
@@ -324,12 +350,48 @@ def print_explanation(found: Explanation, golden: GoldenSet, out: TextIO) -> Non
     print(f"status   {outcome.status.value}  release {outcome.release or '-'}", file=out)
     for reason in found.log_reasons:
         print(f"  {reason.severity.value}: {reason.code}: {reason.text}", file=out)
-    if not found.rules:
-        return
-    rows = [("RELEASE", "RULE", "RESULT", "EXPECTED", "ACTUAL")]
-    for rule in found.rules:
-        rows += _rule_rows(rule)
-    _print_table(rows, out)
+    if found.rules:
+        rows = [("RELEASE", "RULE", "RESULT", "EXPECTED", "ACTUAL")]
+        for rule in found.rules:
+            rows += _rule_rows(rule)
+        _print_table(rows, out)
+    if found.runtime is not None:
+        print_runtime(found.runtime, out)
+
+
+def print_runtime(runtime: RuntimeOutcome, out: TextIO) -> None:
+    """The runtime part of ``explain``: where the entries came from, each failing entry, and
+    the summary line (``RuntimeOutcome.summary``)."""
+    if runtime.source:
+        print(f"runtime  {runtime.source}", file=out)
+    if runtime.note:
+        print(f"  note: {runtime.note}", file=out)
+    if runtime.failures:
+        rows = [("ENTRY", "TEMPLATE", "PATH", "RESULT", "EXPECTED", "ACTUAL")]
+        rows += [
+            (
+                str(f.number),
+                f.template,
+                _printable(f.path),
+                f"{f.severity.value}: {f.code}",
+                f.expected or "-",
+                f.actual,
+            )
+            for f in runtime.failures
+        ]
+        _print_table(rows, out)
+    unlisted = runtime.failing - len(runtime.failures)
+    if unlisted > 0:
+        print(f"  ({unlisted} more failing entries not listed)", file=out)
+    for reason in runtime.reasons if not runtime.failures else ():
+        print(f"  {reason.severity.value}: {reason.code}: {reason.text}", file=out)
+    print(runtime.summary(), file=out)
+
+
+def _printable(path: str) -> str:
+    """A logged path as one cell: control characters and spaces never break the table."""
+    shown = path[:300]
+    return shown if shown.isprintable() and " " not in shown else repr(shown)
 
 
 def _rule_rows(rule: RuleOutcome) -> list[tuple[str, str, str, str, str]]:
@@ -363,11 +425,20 @@ def dry_run_dir(ns: argparse.Namespace, out: TextIO) -> int:
         )
         return 1
     current = load_golden_dir(ns.golden)
-    evidences = _with_store(ns.db, lambda store: list(store.all_latest_evidence()))
-    report = dry_run(evidences, current, proposed, time.time())
+
+    def read(store: Store) -> tuple[list[StoredEvidence], dict[str, HeldEntries]]:
+        evidences = list(store.all_latest_evidence())
+        return evidences, held_for_fleet(store, evidences, (current, proposed), DEFAULT_LIMITS)
+
+    evidences, held = _with_store(ns.db, read)
+    report = dry_run(evidences, current, proposed, time.time(), DEFAULT_LIMITS, held)
     print_dry_run(report, out)
-    if ns.fail_on_change and report.changes:
-        print(f"{len(report.changes)} devices would change: failing (--fail-on-change)", file=out)
+    if ns.fail_on_change and (report.changes or report.not_reevaluated):
+        print(
+            f"{len(report.changes)} devices would change, {len(report.not_reevaluated)} not "
+            "fully re-evaluated: failing (--fail-on-change)",
+            file=out,
+        )
         return 1
     return 0
 
@@ -380,6 +451,10 @@ def print_dry_run(report: DryRunReport, out: TextIO) -> None:
         print(line, file=out)
     for change in report.changes:
         print(f"  {change.describe()}", file=out)
+    for device in report.not_reevaluated:
+        unknown = device.runtime_unknown
+        if unknown is not None:
+            print(f"  {device.device_id}: {unknown.summary()}", file=out)
 
 
 def _with_store(db: str, use: Callable[[Store], T]) -> T:

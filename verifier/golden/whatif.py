@@ -12,13 +12,21 @@ Evaluating one device's evidence against a set, in order:
    carry; then ``evidence_policy.evaluate_boot`` (the event log, then the releases), exactly
    as the live appraisal does. Selected PCRs the stored evidence lacks (a selection that
    grew since the device last attested) add a WARNING ``evidence_incomplete``.
+4. A profile with a ``runtime:`` section: the IMA entries the verifier holds for the device's
+   current boot (``verifier.ima.held``, rebuilt from the attestation history by the caller,
+   or an operator's list) are judged by the profile's runtime policy
+   (``verifier.ima.reappraise``: ``RuntimePolicy.judge``, the live decision) and their
+   reasons join the outcome's. Entries that are not held are never judged and never a pass:
+   ``EvidenceOutcome.runtime`` says "runtime not re-evaluated" and why.
 The quote itself (signature, nonce, boot counters) was checked when the evidence was
 received; those checks are not repeated here, so an outcome is the policy's view only.
 
 ``explain`` lists every rule of every release of the profile with expected and actual
 values; pass or fail comes from the same rule evaluation (``release_reasons``), never from a
 second implementation. ``dry_run`` compares two sets device by device and groups the changes
-by (status before, status after, first failing rule after).
+by (status before, status after, first failing rule after); a device whose runtime entries
+would be judged differently (other entries failing) changes too, and one whose runtime could
+not be re-evaluated is listed as such, never counted as unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from verifier.eventlog import BootFacts
 from verifier.golden.evaluate import release_reasons, retirement
 from verifier.golden.evidence_policy import evaluate_boot
 from verifier.golden.model import GoldenSet, Profile, Release
+from verifier.ima.held import HeldEntries
+from verifier.ima.reappraise import NOT_EVALUATED, RuntimeOutcome, not_evaluated, reappraise
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.records import StoredEvidence
 from verifier.verdict import Reason, Status, worst
@@ -47,6 +57,16 @@ class EvidenceOutcome:
     release: str  # the matched release, "" when none
     status: Status
     reasons: tuple[Reason, ...]
+    runtime: RuntimeOutcome | None = None  # None when the profile has no runtime section
+
+    @property
+    def runtime_keys(self) -> frozenset[tuple[int, str]]:
+        """(entry, code) of every failing runtime entry; empty when none were judged."""
+        return self.runtime.keys if self.runtime is not None else frozenset()
+
+    @property
+    def runtime_not_evaluated(self) -> bool:
+        return self.runtime is not None and not self.runtime.evaluated
 
     @property
     def first_rule(self) -> str:
@@ -65,14 +85,38 @@ class _Assessment:
     facts: BootFacts | None
 
 
+NOT_READ = "no IMA entries were read for this device"
+
+
+def runtime_template_hash(evidence: StoredEvidence, *sets: GoldenSet) -> str | None:
+    """The template hash algorithm to read the device's IMA entries with: that of the first
+    of ``sets`` whose profile for the device has a runtime section; None when none has one
+    (then no entries are needed)."""
+    for golden in sets:
+        profile = golden.profile_for(evidence.labels)
+        if profile is not None and profile.runtime is not None:
+            return profile.runtime.template_hash_alg
+    return None
+
+
 def evaluate_evidence(
-    evidence: StoredEvidence, golden: GoldenSet, now: float, limits: Limits = DEFAULT_LIMITS
+    evidence: StoredEvidence,
+    golden: GoldenSet,
+    now: float,
+    limits: Limits = DEFAULT_LIMITS,
+    held: HeldEntries | None = None,
 ) -> EvidenceOutcome:
-    """The status ``golden`` gives the device's stored evidence at ``now``."""
-    return _assess(evidence, golden, now, limits).outcome
+    """The status ``golden`` gives the device's stored evidence (and ``held`` IMA entries)."""
+    return _assess(evidence, golden, now, limits, held).outcome
 
 
-def _assess(evidence: StoredEvidence, golden: GoldenSet, now: float, limits: Limits) -> _Assessment:
+def _assess(
+    evidence: StoredEvidence,
+    golden: GoldenSet,
+    now: float,
+    limits: Limits,
+    held: HeldEntries | None = None,
+) -> _Assessment:
     profile = golden.profile_for(evidence.labels)
     if profile is None:
         reason = Reason(
@@ -89,14 +133,22 @@ def _assess(evidence: StoredEvidence, golden: GoldenSet, now: float, limits: Lim
     result = evaluate_boot(profile, evidence.event_log, evidence.bank, pcrs, now, limits)
     missing = [i for i in profile.pcrs if i not in pcrs]
     reasons = result.reasons + ((_incomplete(profile, missing),) if missing else ())
-    outcome = _outcome(evidence, profile.name, result.outcome.release, reasons)
+    runtime = None
+    if profile.runtime is not None:
+        runtime = reappraise(held, profile.runtime) if held else not_evaluated(NOT_READ, NOT_READ)
+        reasons += runtime.reasons
+    outcome = _outcome(evidence, profile.name, result.outcome.release, reasons, runtime)
     return _Assessment(outcome, profile, pcrs, result.facts)
 
 
 def _outcome(
-    evidence: StoredEvidence, profile: str, release: str, reasons: tuple[Reason, ...]
+    evidence: StoredEvidence,
+    profile: str,
+    release: str,
+    reasons: tuple[Reason, ...],
+    runtime: RuntimeOutcome | None = None,
 ) -> EvidenceOutcome:
-    return EvidenceOutcome(evidence.device_id, profile, release, worst(reasons), reasons)
+    return EvidenceOutcome(evidence.device_id, profile, release, worst(reasons), reasons, runtime)
 
 
 def _bank_reason(evidence: StoredEvidence, profile: Profile) -> Reason | None:
@@ -155,15 +207,30 @@ class Explanation:
 
     @property
     def log_reasons(self) -> tuple[Reason, ...]:
-        """Reasons that belong to no release rule (event log problems, no profile, bank)."""
-        return tuple(r for r in self.outcome.reasons if not r.release and r.rule != "releases")
+        """Reasons that belong to no release rule (event log problems, no profile, bank);
+        runtime reasons are in ``runtime``."""
+        runtime = set(self.outcome.runtime.reasons) if self.outcome.runtime else set()
+        return tuple(
+            r
+            for r in self.outcome.reasons
+            if not r.release and r.rule != "releases" and r not in runtime
+        )
+
+    @property
+    def runtime(self) -> RuntimeOutcome | None:
+        return self.outcome.runtime
 
 
 def explain(
-    evidence: StoredEvidence, golden: GoldenSet, now: float, limits: Limits = DEFAULT_LIMITS
+    evidence: StoredEvidence,
+    golden: GoldenSet,
+    now: float,
+    limits: Limits = DEFAULT_LIMITS,
+    held: HeldEntries | None = None,
 ) -> Explanation:
-    """Every rule of every release of the device's profile: passed or failed, with values."""
-    assessment = _assess(evidence, golden, now, limits)
+    """Every rule of every release of the device's profile: passed or failed, with values;
+    with a runtime section, ``outcome.runtime`` judges the ``held`` IMA entries."""
+    assessment = _assess(evidence, golden, now, limits, held)
     if assessment.profile is None:  # no profile, or evidence the profile cannot judge
         return Explanation(assessment.outcome, ())
     rules = [
@@ -282,9 +349,19 @@ class DeviceChange:
 
     @property
     def changed(self) -> bool:
-        return self.before.status is not self.after.status or (
-            self.before.release != self.after.release
+        return (
+            self.before.status is not self.after.status
+            or self.before.release != self.after.release
+            or self.before.runtime_keys != self.after.runtime_keys
         )
+
+    @property
+    def runtime_unknown(self) -> RuntimeOutcome | None:
+        """The runtime outcome that could not be re-evaluated (the proposed set's first)."""
+        for outcome in (self.after, self.before):
+            if outcome.runtime is not None and not outcome.runtime.evaluated:
+                return outcome.runtime
+        return None
 
     def describe(self) -> str:
         text = (
@@ -305,20 +382,31 @@ class DryRunReport:
     def changes(self) -> tuple[DeviceChange, ...]:
         return tuple(d for d in self.devices if d.changed)
 
+    @property
+    def not_reevaluated(self) -> tuple[DeviceChange, ...]:
+        """Devices whose runtime entries could not be judged: never counted as unchanged."""
+        return tuple(d for d in self.devices if d.runtime_unknown is not None)
+
     def summary(self) -> list[str]:
-        """One line per (status before, status after, first failing rule after), largest first."""
+        """One line per (status before, status after, first failing rule after), largest
+        first; then one per reason runtime was not re-evaluated; then the unchanged."""
         groups = Counter(
             (c.before.status.value, c.after.status.value, c.after.first_rule, _moved(c))
             for c in self.changes
         )
         ordered = sorted(groups.items(), key=lambda item: (-item[1], item[0]))
         lines = [
-            f"{n} device{'s' if n != 1 else ''}: {before} -> {after}{_rule_suffix(rule)}"
-            f"{' (matched release changes)' if moved else ''}"
+            f"{_devices(n)}: {before} -> {after}{_rule_suffix(rule)}{moved}"
             for (before, after, rule, moved), n in ordered
         ]
-        unchanged = len(self.devices) - len(self.changes)
-        lines.append(f"{unchanged} device{'s' if unchanged != 1 else ''} unchanged")
+        unknown = Counter(d.runtime_unknown.kind for d in self.not_reevaluated if d.runtime_unknown)
+        lines += [
+            f"{_devices(n)}: {NOT_EVALUATED}: {kind}"
+            for kind, n in sorted(unknown.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        counted = {d.device_id for d in (*self.changes, *self.not_reevaluated)}
+        unchanged = sum(1 for d in self.devices if d.device_id not in counted)
+        lines.append(f"{_devices(unchanged)} unchanged")
         return lines
 
 
@@ -328,13 +416,16 @@ def dry_run(
     proposed: GoldenSet,
     now: float,
     limits: Limits = DEFAULT_LIMITS,
+    held: Mapping[str, HeldEntries] | None = None,
 ) -> DryRunReport:
-    """Each device's outcome under ``current`` and under ``proposed``; nothing is changed."""
+    """Each device's outcome under ``current`` and under ``proposed``; nothing is changed.
+    ``held``: the IMA entries held per device id (read with ``runtime_template_hash``)."""
+    held = held or {}
     devices = tuple(
         DeviceChange(
             evidence.device_id,
-            evaluate_evidence(evidence, current, now, limits),
-            evaluate_evidence(evidence, proposed, now, limits),
+            evaluate_evidence(evidence, current, now, limits, held.get(evidence.device_id)),
+            evaluate_evidence(evidence, proposed, now, limits, held.get(evidence.device_id)),
         )
         for evidence in evidences
     )
@@ -349,5 +440,14 @@ def _rule_suffix(rule: str) -> str:
     return f", rule {rule}" if rule else ""
 
 
-def _moved(change: DeviceChange) -> bool:
-    return change.before.status is change.after.status
+def _moved(change: DeviceChange) -> str:
+    """What changed when the status did not: the matched release, or the runtime findings."""
+    if change.before.status is not change.after.status:
+        return ""
+    if change.before.release != change.after.release:
+        return " (matched release changes)"
+    return " (runtime findings change)"
+
+
+def _devices(n: int) -> str:
+    return f"{n} device{'s' if n != 1 else ''}"

@@ -35,6 +35,53 @@ class ImaAppraisal:
     boot_aggregate: BootAggregateMatch | None  # set when the whole log was sent
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """What one attestation's IMA list adds to the boot, before any policy is applied."""
+
+    step: Advance  # the new state (stored findings kept) and the newly accepted entries
+    boot_aggregate: BootAggregateMatch | None  # set when the whole log was sent
+
+
+def accept_ima(
+    log: bytes,
+    offset: int,
+    *,
+    state: IncrementalState | None,
+    boot_id: str,
+    bank: str,
+    quoted: Mapping[str, Mapping[int, bytes]],
+    template_hash_alg: str,
+    policy_digest: str,
+    mode: ExtendMode | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Accepted:
+    """Parse, chain to the quoted PCR 10 and (a whole log) check boot_aggregate: the first
+    three steps of the module's order, raising as it says. The appraisal and the rebuild of
+    a boot's entries from the attestation history (``verifier.ima.held``) both use it."""
+    pcr10 = quoted.get(bank, {}).get(IMA_PCR)
+    if pcr10 is None:
+        raise ReplayMismatch(f"the quote does not include {bank} PCR 10")
+    parsed = parse_measurement_list(
+        log, template_hash_alg=template_hash_alg, first_index=offset, limits=limits
+    )
+    step = advance(
+        state,
+        parsed,
+        boot_id=boot_id,
+        bank=bank,
+        quoted_pcr10=pcr10,
+        policy_digest=policy_digest,
+        mode=mode,
+    )
+    aggregate = None
+    if step.full_log:
+        if not step.accepted:
+            raise ReplayMismatch("the quoted PCR 10 covers no IMA entry, not even boot_aggregate")
+        aggregate = check_boot_aggregate(step.accepted[0], quoted)
+    return Accepted(step, aggregate)
+
+
 def appraise_ima(
     log: bytes,
     offset: int,
@@ -48,28 +95,21 @@ def appraise_ima(
     limits: Limits = DEFAULT_LIMITS,
 ) -> ImaAppraisal:
     """See the module. ``quoted`` maps bank -> PCR -> value and must hold ``bank`` PCR 10."""
-    pcr10 = quoted.get(bank, {}).get(IMA_PCR)
-    if pcr10 is None:
-        raise ReplayMismatch(f"the quote does not include {bank} PCR 10")
-    parsed = parse_measurement_list(
-        log, template_hash_alg=policy.template_hash_alg, first_index=offset, limits=limits
-    )
-    step: Advance = advance(
-        state,
-        parsed,
+    accepted = accept_ima(
+        log,
+        offset,
+        state=state,
         boot_id=boot_id,
         bank=bank,
-        quoted_pcr10=pcr10,
+        quoted=quoted,
+        template_hash_alg=policy.template_hash_alg,
         policy_digest=policy.digest,
         mode=mode,
+        limits=limits,
     )
-    aggregate = None
-    if step.full_log:
-        if not step.accepted:
-            raise ReplayMismatch("the quoted PCR 10 covers no IMA entry, not even boot_aggregate")
-        aggregate = check_boot_aggregate(step.accepted[0], quoted)
+    step = accepted.step
     found = policy.evaluate(step.accepted)
-    findings = _merge(step.state.findings, found)
+    findings = merge_findings(step.state.findings, found)
     new_state = replace(step.state, findings=findings)
     return ImaAppraisal(
         state=new_state,
@@ -77,11 +117,13 @@ def appraise_ima(
         new_entries=len(step.accepted),
         pending=step.pending,
         full_log=step.full_log,
-        boot_aggregate=aggregate,
+        boot_aggregate=accepted.boot_aggregate,
     )
 
 
-def _merge(stored: tuple[Reason, ...], found: tuple[Reason, ...]) -> tuple[Reason, ...]:
+def merge_findings(stored: tuple[Reason, ...], found: tuple[Reason, ...]) -> tuple[Reason, ...]:
+    """``stored`` then ``found``, at most ``MAX_FINDINGS`` listed; the rest counted in one
+    ``ima_findings_truncated`` reason of the worst severity among them."""
     if not found:
         return stored
     merged = [r for r in stored if r.code != "ima_findings_truncated"]

@@ -25,6 +25,7 @@ Evaluation collects ``Reason`` values (it does not raise). Per entry, in order:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -128,6 +129,18 @@ class PathMatcher:
         )
 
 
+class EntryOutcome(enum.Enum):
+    """The step of the evaluation order (module docstring) that decided an entry."""
+
+    BOOT_AGGREGATE = "boot_aggregate"  # entry 0: checked against the quoted PCRs instead
+    ALLOWED = "allowed"  # an allowed digest (or ima-buf digest or value)
+    EXCLUDED = "excluded"  # an excluded path, or an ima-buf name ruled ``ignore``
+    SIGNED = "signed"  # a valid signature by a configured key
+    UNKNOWN = "unknown"  # not in the policy: the ``unknown`` severity
+    VIOLATION = "violation"  # ToMToU / open-writer: the ``violations`` severity
+    REJECTED = "rejected"  # a digest, buffer or signature the policy refuses
+
+
 @dataclass(frozen=True)
 class BufRule:
     """What an ``ima-buf`` entry of one name may carry (``ignore``: anything)."""
@@ -153,14 +166,19 @@ class RuntimePolicy:
         """Every reason the entries give, in entry order (see the module for the order)."""
         reasons: list[Reason] = []
         for entry in entries:
-            reason = self.evaluate_entry(entry)
+            reason = self.judge(entry)[1]
             if reason is not None:
                 reasons.append(reason)
         return tuple(reasons)
 
     def evaluate_entry(self, entry: ImaEntry) -> Reason | None:
+        return self.judge(entry)[1]
+
+    def judge(self, entry: ImaEntry) -> tuple[EntryOutcome, Reason | None]:
+        """How the policy judged ``entry`` (the step that decided it) and its reason, if any:
+        the one decision, used by the appraisal and by explain and dry run alike."""
         if entry.violation:
-            return _reason(
+            return EntryOutcome.VIOLATION, _reason(
                 entry,
                 "ima_violation",
                 self.violations,
@@ -168,20 +186,20 @@ class RuntimePolicy:
                 rule="runtime.violations",
             )
         if entry.number == 0 and entry.path == BOOT_AGGREGATE:
-            return None
+            return EntryOutcome.BOOT_AGGREGATE, None
         if self._fast_pass(entry):
-            return None
+            return EntryOutcome.ALLOWED, None
         if self.exclude.first(entry.path) is not None:
-            return None
+            return EntryOutcome.EXCLUDED, None
         if entry.template == "ima-buf":
             return self._buf(entry)
         if entry.signature and self.keys:
             try:
                 verify_signature(entry.signature, entry.digest_alg, entry.digest, self.keys)
-                return None
+                return EntryOutcome.SIGNED, None
             except SignatureInvalid as exc:
                 if "not a configured key" not in str(exc):
-                    return _reason(
+                    return EntryOutcome.REJECTED, _reason(
                         entry,
                         "ima_signature_invalid",
                         Status.CONTRAINDICATED,
@@ -190,7 +208,7 @@ class RuntimePolicy:
                     )
         required = self.require_signature.first(entry.path)
         if required is not None:
-            return _reason(
+            return EntryOutcome.REJECTED, _reason(
                 entry,
                 "ima_signature_required",
                 Status.CONTRAINDICATED,
@@ -208,10 +226,10 @@ class RuntimePolicy:
         allowed = self.digests.get(entry.path)
         return allowed is not None and entry.digest in allowed
 
-    def _digest(self, entry: ImaEntry) -> Reason | None:
+    def _digest(self, entry: ImaEntry) -> tuple[EntryOutcome, Reason | None]:
         allowed = self.digests.get(entry.path)
         if allowed is None:
-            return _reason(
+            return EntryOutcome.UNKNOWN, _reason(
                 entry,
                 "ima_unknown_entry",
                 self.unknown,
@@ -219,8 +237,8 @@ class RuntimePolicy:
                 rule="runtime.unknown",
             )
         if entry.digest in allowed:
-            return None
-        return _reason(
+            return EntryOutcome.ALLOWED, None
+        return EntryOutcome.REJECTED, _reason(
             entry,
             "ima_digest_not_allowed",
             Status.CONTRAINDICATED,
@@ -229,13 +247,13 @@ class RuntimePolicy:
             rule=f"runtime.digests[{entry.path}]",
         )
 
-    def _buf(self, entry: ImaEntry) -> Reason | None:
+    def _buf(self, entry: ImaEntry) -> tuple[EntryOutcome, Reason | None]:
         try:
             actual = hash_function(entry.digest_alg)(entry.buf).digest()
         except ImaLogError:
             actual = None
         if actual != entry.digest:
-            return _reason(
+            return EntryOutcome.REJECTED, _reason(
                 entry,
                 "ima_buf_digest_mismatch",
                 Status.CONTRAINDICATED,
@@ -244,16 +262,18 @@ class RuntimePolicy:
             )
         rule = self.buf.get(entry.path)
         if rule is None:
-            return _reason(
+            return EntryOutcome.UNKNOWN, _reason(
                 entry,
                 "ima_unknown_entry",
                 self.unknown,
                 "ima-buf name not in the policy",
                 rule="runtime.unknown",
             )
-        if rule.ignore or entry.digest in rule.digests or entry.buf in rule.values:
-            return None
-        return _reason(
+        if rule.ignore:
+            return EntryOutcome.EXCLUDED, None
+        if entry.digest in rule.digests or entry.buf in rule.values:
+            return EntryOutcome.ALLOWED, None
+        return EntryOutcome.REJECTED, _reason(
             entry,
             "ima_buf_not_allowed",
             Status.CONTRAINDICATED,

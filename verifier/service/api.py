@@ -35,6 +35,7 @@ from verifier.service.convert import (
     STATUS_TO_PB,
     reason_to_pb,
     refuse_unknown_fields,
+    runtime_to_pb,
     timestamp,
     verdict_to_pb,
 )
@@ -425,10 +426,14 @@ class OperatorService(pb_grpc.OperatorServicer):
         self, request: pb.ExplainDeviceRequest, context: grpc.ServicerContext
     ) -> pb.ExplainDeviceResponse:
         refuse_unknown_fields(request)
-        explanation = self.v.explain(request.device_id)
+        ima_log = request.ima_log
+        explanation = self.v.explain(request.device_id, ima_log if ima_log else None)
+        outcome = explanation.outcome
         return pb.ExplainDeviceResponse(
             device_id=request.device_id,
-            profile=explanation.outcome.profile,
+            profile=outcome.profile,
+            status=STATUS_TO_PB[outcome.status],
+            release=outcome.release,
             outcomes=[
                 pb.RuleOutcome(
                     release=rule.release,
@@ -440,6 +445,7 @@ class OperatorService(pb_grpc.OperatorServicer):
                 )
                 for rule in explanation.rules
             ],
+            runtime=runtime_to_pb(outcome.runtime) if outcome.runtime is not None else None,
         )
 
     @rpc
@@ -462,6 +468,14 @@ class OperatorService(pb_grpc.OperatorServicer):
                 )
                 for change in report.changes
             ],
+            not_reevaluated=[
+                pb.RuntimeNotEvaluated(
+                    device_id=device.device_id, kind=unknown.kind, why=unknown.not_evaluated
+                )
+                for device in report.not_reevaluated
+                if (unknown := device.runtime_unknown) is not None
+            ],
+            summary=report.summary(),
         )
 
     @rpc

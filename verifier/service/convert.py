@@ -15,6 +15,8 @@ from fleetattest.v1 import fleetattest_pb2 as pb
 from verifier import errors
 from verifier.currency import Currency
 from verifier.evidence import Evidence
+from verifier.ima.policy import EntryOutcome
+from verifier.ima.reappraise import RuntimeOutcome
 from verifier.limits import Limits
 from verifier.verdict import Freshness, Reason, Status, Verdict
 
@@ -131,4 +133,39 @@ def verdict_to_pb(verdict: Verdict, current: Currency, token: str = "") -> pb.Ve
         sequence=verdict.sequence,
         currency_reason=current.why,
         supersession=bool(verdict.supersession),
+    )
+
+
+def runtime_to_pb(runtime: RuntimeOutcome) -> pb.RuntimeExplanation:
+    """A runtime outcome of explain, every field of it."""
+    counts = runtime.counts
+    return pb.RuntimeExplanation(
+        evaluated=runtime.evaluated,
+        not_evaluated=runtime.not_evaluated,
+        source=runtime.source,
+        note=runtime.note,
+        appraised=runtime.appraised,
+        allowed=counts.get(EntryOutcome.ALLOWED, 0),
+        excluded=counts.get(EntryOutcome.EXCLUDED, 0),
+        signature_checked=counts.get(EntryOutcome.SIGNED, 0),
+        unknown=counts.get(EntryOutcome.UNKNOWN, 0),
+        violations=counts.get(EntryOutcome.VIOLATION, 0),
+        rejected=counts.get(EntryOutcome.REJECTED, 0),
+        failures=[
+            pb.RuntimeEntryFailure(
+                entry=f.number,
+                path=f.path,
+                template=f.template,
+                code=f.code,
+                severity=STATUS_TO_PB[f.severity],
+                expected=f.expected,
+                actual=f.actual,
+                rule=f.rule,
+                text=f.text,
+            )
+            for f in runtime.failures
+        ],
+        failing=runtime.failing,
+        summary=runtime.summary(),
+        reasons=[reason_to_pb(r) for r in runtime.reasons],
     )

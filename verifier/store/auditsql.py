@@ -99,6 +99,7 @@ class AuditStatements:
     attestation_by_id: str
     attestation_at: str
     attestations_after: str
+    attestations_of: str
     verdict_by_sequence: str
     verdicts_by_sequences: str
     insert_golden_file: str
@@ -155,6 +156,11 @@ def audit_dialect(placeholder: str, in_sequences: str, verdict_columns: str) -> 
             f"SELECT {_DIGEST_COLUMNS} FROM attestations AS a"
             " LEFT JOIN attested_aks AS k ON k.digest = a.ak_digest"
             " WHERE a.sequence > ? ORDER BY a.sequence LIMIT ?"
+        ),
+        attestations_of=q(
+            f"SELECT {_DIGEST_COLUMNS} FROM attestations AS a"
+            " LEFT JOIN attested_aks AS k ON k.digest = a.ak_digest"
+            " WHERE a.device_id = ? AND a.sequence < ? ORDER BY a.sequence DESC LIMIT ?"
         ),
         verdict_by_sequence=q(f"SELECT {verdict_columns} FROM verdicts WHERE sequence = ?"),
         verdicts_by_sequences=q(
@@ -474,6 +480,20 @@ class AuditSql:
         """The device's latest attestation received at or before ``at``."""
         rows = self._read("attestation at", self.audit_statements.attestation_at, (device_id, at))
         return _attestation(rows[0]) if rows else None
+
+    def attestations_of(
+        self, device_id: str, before: int | None = None, limit: int = 100
+    ) -> Sequence[StoredAttestation]:
+        """The device's attestations newest first, from before sequence ``before`` (None: from
+        the newest), purged ones included (``record`` None); the event log is not read
+        (``record.event_log`` is empty, ``log_digest`` its SHA-256)."""
+        start = (2**63 - 1) if before is None else before
+        rows = self._read(
+            "device attestations",
+            self.audit_statements.attestations_of,
+            (device_id, start, limit),
+        )
+        return [_attestation(row, log_is_digest=True) for row in rows]
 
     def attestations_after(
         self, sequence: int, limit: int

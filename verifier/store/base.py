@@ -189,6 +189,13 @@ class Store(Protocol):
     def attestations_after(
         self, sequence: int, limit: int
     ) -> Sequence[tuple[StoredAttestation, Verdict | None]]: ...
+    def attestations_of(
+        self, device_id: str, before: int | None = None, limit: int = 100
+    ) -> Sequence[StoredAttestation]:
+        """The device's attestations, newest first, with sequence below ``before`` (None: all),
+        at most ``limit``; purged ones too (``record`` None). The event log is not read."""
+        ...
+
     def verdict_by_sequence(self, sequence: int) -> Verdict | None: ...
     def purge_history(self, now: float, retention: Retention, batch: int = 500) -> int:
         """One retention batch: bodies cleared, verdict rows deleted, digests and log kept."""

@@ -450,10 +450,12 @@ class ReloadGoldenResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ..., golden_digest: _Optional[str] = ..., problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ...) -> None: ...
 
 class ExplainDeviceRequest(_message.Message):
-    __slots__ = ("device_id",)
+    __slots__ = ("device_id", "ima_log")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    IMA_LOG_FIELD_NUMBER: _ClassVar[int]
     device_id: str
-    def __init__(self, device_id: _Optional[str] = ...) -> None: ...
+    ima_log: bytes
+    def __init__(self, device_id: _Optional[str] = ..., ima_log: _Optional[bytes] = ...) -> None: ...
 
 class RuleOutcome(_message.Message):
     __slots__ = ("release", "rule", "passed", "expected", "actual", "text")
@@ -471,15 +473,77 @@ class RuleOutcome(_message.Message):
     text: str
     def __init__(self, release: _Optional[str] = ..., rule: _Optional[str] = ..., passed: _Optional[bool] = ..., expected: _Optional[str] = ..., actual: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
+class RuntimeEntryFailure(_message.Message):
+    __slots__ = ("entry", "path", "template", "code", "severity", "expected", "actual", "rule", "text")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    entry: int
+    path: str
+    template: str
+    code: str
+    severity: Status
+    expected: str
+    actual: str
+    rule: str
+    text: str
+    def __init__(self, entry: _Optional[int] = ..., path: _Optional[str] = ..., template: _Optional[str] = ..., code: _Optional[str] = ..., severity: _Optional[_Union[Status, str]] = ..., expected: _Optional[str] = ..., actual: _Optional[str] = ..., rule: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class RuntimeExplanation(_message.Message):
+    __slots__ = ("evaluated", "not_evaluated", "source", "note", "appraised", "allowed", "excluded", "signature_checked", "unknown", "violations", "rejected", "failures", "failing", "summary", "reasons")
+    EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    NOT_EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    APPRAISED_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    FAILING_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    evaluated: bool
+    not_evaluated: str
+    source: str
+    note: str
+    appraised: int
+    allowed: int
+    excluded: int
+    signature_checked: int
+    unknown: int
+    violations: int
+    rejected: int
+    failures: _containers.RepeatedCompositeFieldContainer[RuntimeEntryFailure]
+    failing: int
+    summary: str
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    def __init__(self, evaluated: _Optional[bool] = ..., not_evaluated: _Optional[str] = ..., source: _Optional[str] = ..., note: _Optional[str] = ..., appraised: _Optional[int] = ..., allowed: _Optional[int] = ..., excluded: _Optional[int] = ..., signature_checked: _Optional[int] = ..., unknown: _Optional[int] = ..., violations: _Optional[int] = ..., rejected: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[RuntimeEntryFailure, _Mapping]]] = ..., failing: _Optional[int] = ..., summary: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ...) -> None: ...
+
 class ExplainDeviceResponse(_message.Message):
-    __slots__ = ("device_id", "profile", "outcomes")
+    __slots__ = ("device_id", "profile", "outcomes", "status", "release", "runtime")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     profile: str
     outcomes: _containers.RepeatedCompositeFieldContainer[RuleOutcome]
-    def __init__(self, device_id: _Optional[str] = ..., profile: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[RuleOutcome, _Mapping]]] = ...) -> None: ...
+    status: Status
+    release: str
+    runtime: RuntimeExplanation
+    def __init__(self, device_id: _Optional[str] = ..., profile: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[RuleOutcome, _Mapping]]] = ..., status: _Optional[_Union[Status, str]] = ..., release: _Optional[str] = ..., runtime: _Optional[_Union[RuntimeExplanation, _Mapping]] = ...) -> None: ...
 
 class DryRunGoldenRequest(_message.Message):
     __slots__ = ("files",)
@@ -506,15 +570,29 @@ class StatusChange(_message.Message):
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     def __init__(self, device_id: _Optional[str] = ..., before: _Optional[_Union[Status, str]] = ..., after: _Optional[_Union[Status, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ...) -> None: ...
 
+class RuntimeNotEvaluated(_message.Message):
+    __slots__ = ("device_id", "kind", "why")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    kind: str
+    why: str
+    def __init__(self, device_id: _Optional[str] = ..., kind: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
+
 class DryRunGoldenResponse(_message.Message):
-    __slots__ = ("changes", "devices_evaluated", "problems")
+    __slots__ = ("changes", "devices_evaluated", "problems", "not_reevaluated", "summary")
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     DEVICES_EVALUATED_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    NOT_REEVALUATED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     changes: _containers.RepeatedCompositeFieldContainer[StatusChange]
     devices_evaluated: int
     problems: _containers.RepeatedCompositeFieldContainer[GoldenProblem]
-    def __init__(self, changes: _Optional[_Iterable[_Union[StatusChange, _Mapping]]] = ..., devices_evaluated: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ...) -> None: ...
+    not_reevaluated: _containers.RepeatedCompositeFieldContainer[RuntimeNotEvaluated]
+    summary: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, changes: _Optional[_Iterable[_Union[StatusChange, _Mapping]]] = ..., devices_evaluated: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[GoldenProblem, _Mapping]]] = ..., not_reevaluated: _Optional[_Iterable[_Union[RuntimeNotEvaluated, _Mapping]]] = ..., summary: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApproveDeviceRequest(_message.Message):
     __slots__ = ("device_id", "profile", "reason")
