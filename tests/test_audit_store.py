@@ -387,3 +387,24 @@ def test_golden_contents_are_kept_once_and_must_hash_to_the_record(db: Db) -> No
     with pytest.raises(StoreUnavailable):
         db.store.record_golden_set(record, {"x.yaml": b"something else"})
     assert db.store.audit_head()[0] == 2  # two changes logged, the refused one not
+
+
+def test_a_devices_attestations_are_read_newest_first_by_page_purged_ones_included(
+    db: Db,
+) -> None:
+    verdicts = _fill(db, devices=2, per_device=4)
+    ima = replace(_record("dev-1", NOW + 900), ima_log=b"entries", ima_offset=7, ima_state="{}")
+    last = db.store.add_verdict(_verdict("dev-1", NOW + 900), ima)
+    mine = [v.verdict_id for v in reversed([*verdicts, last]) if v.device_id == "dev-1"]
+    first = db.store.attestations_of("dev-1", None, 2)
+    assert [a.verdict_id for a in first] == mine[:2]
+    assert first[0].record is not None and first[0].record.event_log == b""  # not read
+    assert (first[0].record.ima_log, first[0].record.ima_offset) == (b"entries", 7)
+    rest = db.store.attestations_of("dev-1", first[-1].sequence, 100)
+    assert [a.verdict_id for a in rest] == mine[2:]
+    while db.store.purge_history(NOW + 1e6, Retention(keep_per_device=1)):
+        pass
+    after = db.store.attestations_of("dev-1")
+    assert [a.verdict_id for a in after] == mine  # purged rows are still listed ...
+    assert [a.record is None for a in after] == [False] + [True] * (len(mine) - 1)  # ... bare
+    assert all(a.purged_at is not None for a in after[1:])
