@@ -171,3 +171,51 @@ def test_operator_commands_report_a_refused_edit_and_apply_a_good_one(
     assert cli.main(["golden", "reload", *flags]) == 0
     assert "serving sha256:" in capsys.readouterr().out
     assert cli.main(["status", *flags]) == 0
+
+
+def test_runtime_dry_run_and_explain_over_grpc_agree_with_the_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A swtpm device runs the simulator's distribution (``/usr/bin/ls`` among it) and
+    attests twice (a whole list, then an increment); a proposed set that no longer allows
+    ``/usr/bin/ls`` flips it, and the RPCs say what the commands say."""
+    golden = tmp_path / "golden"
+    golden.mkdir()
+    for name in (PROFILE_FILE, "sim-runtime.yaml"):
+        shutil.copy(GOLDEN / name, golden / name)
+    with Fleet(tmp_path / "fleet") as fleet:
+        fleet.start_verifier(golden)
+        address = running(fleet).address
+        device = fleet.add_device("rt", GOOD_A, runtime=True)
+        device.ima.run_distribution()
+        assert device.attest(address).status == pb.STATUS_AFFIRMING
+        device.ima.run("/usr/bin/ls", b"coreutils 9.1 ls")
+        assert device.attest(address).status == pb.STATUS_AFFIRMING
+        proposed = tmp_path / "proposed"
+        shutil.copytree(golden, proposed)
+        text = (proposed / "sim-runtime.yaml").read_text()
+        kept = [line for line in text.splitlines(True) if "/usr/bin/ls:" not in line]
+        (proposed / "sim-runtime.yaml").write_text("".join(kept))
+        files = {p.name: p.read_text() for p in proposed.glob("*.yaml")}
+        reply = operator(fleet).DryRunGolden(pb.DryRunGoldenRequest(files=files))
+        db = str(running(fleet).workdir / "verifier.db")
+        argv = ["golden", "dry-run", str(proposed), "--db", db, "--golden", str(golden)]
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert "1 device: affirming -> contraindicated, rule runtime.unknown" in reply.summary
+        assert list(reply.summary) == [
+            line for line in out.splitlines() if line in set(reply.summary)
+        ]
+        assert [c.device_id for c in reply.changes] == [device.device_id]
+        explain = ["golden", "explain", device.device_id, "--db", db, "--golden", str(proposed)]
+        assert cli.main(explain) == 0
+        out = capsys.readouterr().out
+        shutil.copy(proposed / "sim-runtime.yaml", golden / "sim-runtime.yaml")
+        assert operator(fleet).ReloadGolden(pb.ReloadGoldenRequest()).applied
+        explained = operator(fleet).ExplainDevice(
+            pb.ExplainDeviceRequest(device_id=device.device_id)
+        )
+        assert explained.status == pb.STATUS_CONTRAINDICATED
+        assert {f.path for f in explained.runtime.failures} == {"/usr/bin/ls"}
+        assert len(explained.runtime.failures) == 2  # the distribution's and the later run
+        assert explained.runtime.summary in out.splitlines()

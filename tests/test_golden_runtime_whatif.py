@@ -188,3 +188,86 @@ def test_a_purged_history_is_reported_not_re_evaluated_never_unchanged(
     assert not explained.runtime.evaluated
     assert explained.runtime.summary.startswith("runtime not re-evaluated: the evidence of")
     assert explained.runtime.summary in out.splitlines()
+
+
+def test_explain_of_an_operators_list_judges_that_list_by_command_and_by_rpc(
+    fleet: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device = long_runtime(fleet, "rt-file", runs_ls=False, rounds=1)
+    device.run("/usr/local/bin/miner", b"xmrig 6.21")  # never sent: only in the operator's file
+    listing = tmp_path / "binary_runtime_measurements"
+    listing.write_bytes(device.log)
+    code, out = run(
+        [
+            "golden",
+            "explain",
+            device.device_id,
+            "--db",
+            str(fleet.db),
+            "--golden",
+            str(fleet.golden),
+            "--ima-log",
+            str(listing),
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    miner = len(device.raw) - 1
+    (row,) = [line.split() for line in out.splitlines() if "/usr/local/bin/miner" in line]
+    assert row[:5] == [
+        str(miner),
+        "ima-ng",
+        "/usr/local/bin/miner",
+        "contraindicated:",
+        "ima_unknown_entry",
+    ]
+    assert f"runtime  {listing}" in out
+    reply = operator(fleet).ExplainDevice(
+        pb.ExplainDeviceRequest(device_id=device.device_id, ima_log=device.log)
+    )
+    assert [(f.entry, f.path) for f in reply.runtime.failures] == [(miner, "/usr/local/bin/miner")]
+    assert reply.runtime.summary in out.splitlines()
+    held = operator(fleet).ExplainDevice(pb.ExplainDeviceRequest(device_id=device.device_id))
+    assert held.runtime.evaluated and not held.runtime.failures  # what the verifier holds
+    listing.write_bytes(device.log[:-3])
+    code, out = run(
+        [
+            "golden",
+            "explain",
+            device.device_id,
+            "--db",
+            str(fleet.db),
+            "--golden",
+            str(fleet.golden),
+            "--ima-log",
+            str(listing),
+        ],
+        capsys,
+    )
+    assert code == 2 and len(out.strip().splitlines()) == 1 and "ImaLogError" in out
+
+
+def test_an_attestation_stored_without_its_evidence_is_reported_not_re_evaluated(
+    fleet: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device = long_runtime(fleet, "rt-notkept", runs_ls=True)
+    latest = fleet.store.latest_verdict(device.device_id)
+    assert latest is not None
+    fleet.store.add_verdict(latest)  # as when its evidence was over the stored-size limit
+    code, out = run(
+        [
+            "golden",
+            "explain",
+            device.device_id,
+            "--db",
+            str(fleet.db),
+            "--golden",
+            str(fleet.golden),
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert "runtime not re-evaluated: attestation" in out
+    assert "stored without its evidence" in out
+    reply = operator(fleet).ExplainDevice(pb.ExplainDeviceRequest(device_id=device.device_id))
+    assert not reply.runtime.evaluated and reply.runtime.summary in out.splitlines()
