@@ -110,6 +110,16 @@ def test_violation_entry_is_contraindicated_even_on_an_excluded_path() -> None:
     assert _evaluate(policy, entry) == [("ima_violation", Status.CONTRAINDICATED, 1)]
 
 
+def test_a_violation_carrying_an_allowed_path_and_digest_is_still_a_violation() -> None:
+    # Its zero template hash binds none of its fields: an allowed digest proves nothing.
+    policy = _policy()
+    fields = (write.dng("sha256", BASH), write.nng("/usr/bin/bash"))
+    entry = write.entry("ima-ng", fields, violation=True)
+    assert _evaluate(policy, entry) == [("ima_violation", Status.CONTRAINDICATED, 1)]
+    (parsed,) = parse_binary(entry).entries
+    assert policy.judge(parsed)[1] is not None
+
+
 def test_exclusions_by_glob_and_regex() -> None:
     policy = _policy(exclude=[{"glob": "/tmp/*.sh"}, {"regex": "/var/lib/[a-z]+/.*"}])
     assert _evaluate(policy, write.file_entry("/tmp/a.sh", BASH)) == []

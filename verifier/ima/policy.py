@@ -141,6 +141,11 @@ class EntryOutcome(enum.Enum):
     REJECTED = "rejected"  # a digest, buffer or signature the policy refuses
 
 
+_BOOT_AGGREGATE = (EntryOutcome.BOOT_AGGREGATE, None)
+_ALLOWED = (EntryOutcome.ALLOWED, None)
+_EXCLUDED = (EntryOutcome.EXCLUDED, None)
+
+
 @dataclass(frozen=True)
 class BufRule:
     """What an ``ima-buf`` entry of one name may carry (``ignore``: anything)."""
@@ -165,8 +170,11 @@ class RuntimePolicy:
     def evaluate(self, entries: Iterable[ImaEntry]) -> tuple[Reason, ...]:
         """Every reason the entries give, in entry order (see the module for the order)."""
         reasons: list[Reason] = []
+        fast_pass, judge = self._fast_pass, self.judge
         for entry in entries:
-            reason = self.judge(entry)[1]
+            if fast_pass(entry):  # judge's own first pass, without building its answer
+                continue
+            reason = judge(entry)[1]
             if reason is not None:
                 reasons.append(reason)
         return tuple(reasons)
@@ -186,11 +194,11 @@ class RuntimePolicy:
                 rule="runtime.violations",
             )
         if entry.number == 0 and entry.path == BOOT_AGGREGATE:
-            return EntryOutcome.BOOT_AGGREGATE, None
+            return _BOOT_AGGREGATE
         if self._fast_pass(entry):
-            return EntryOutcome.ALLOWED, None
+            return _ALLOWED
         if self.exclude.first(entry.path) is not None:
-            return EntryOutcome.EXCLUDED, None
+            return _EXCLUDED
         if entry.template == "ima-buf":
             return self._buf(entry)
         if entry.signature and self.keys:
@@ -220,8 +228,14 @@ class RuntimePolicy:
 
     def _fast_pass(self, entry: ImaEntry) -> bool:
         """An unsigned file with an allowed digest and no signature rule passes whatever the
-        exclusions say (an excluded entry passes too), so they need not be matched."""
-        if entry.signature or entry.template == "ima-buf" or self.require_signature.patterns:
+        exclusions say (an excluded entry passes too), so they need not be matched. Never a
+        violation: its fields are bound by nothing (``evaluate`` asks this before ``judge``)."""
+        if (
+            entry.signature
+            or entry.template == "ima-buf"
+            or self.require_signature.patterns
+            or not any(entry.template_hash)
+        ):
             return False
         allowed = self.digests.get(entry.path)
         return allowed is not None and entry.digest in allowed
