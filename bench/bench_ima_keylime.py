@@ -24,6 +24,11 @@ Each figure is min / median / max of ``--repeats`` runs (3 by default). Run on p
 in CI; on a shared machine under ``nice``:
 
     python3 -m venv /tmp/kl && /tmp/kl/bin/pip install keylime
+    # keylime's wheel declares no dependencies; keylime.ima.ima needs these:
+    /tmp/kl/bin/pip install jsonschema cryptography pyyaml lark packaging alembic sqlalchemy
+    # and GPGME's bindings (keylime.signing imports gpg), which PyPI has no wheel of:
+    apt-get install python3-gpg && ln -s /usr/lib/python3/dist-packages/gpg \
+        /tmp/kl/lib/python3.11/site-packages/gpg
     PYTHONPATH=$PWD/proto:$PWD nice -n 10 python bench/bench_ima_keylime.py \\
         --keylime-python /tmp/kl/bin/python
 
@@ -160,14 +165,14 @@ def check_interpreter(python: Path) -> str | None:
             "/tmp/kl/bin/pip install keylime)"
         )
     probe = subprocess.run(
-        [str(python), "-c", "import keylime.ima.ima, keylime; print(keylime.__file__)"],
+        [str(python), "-c", "import keylime.ima.ima; print('keylime.ima.ima imported')"],
         capture_output=True,
         text=True,
         check=False,
     )
-    if probe.returncode != 0:
+    if probe.returncode != 0 or "keylime.ima.ima imported" not in probe.stdout:
         last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return f"{python} cannot import keylime.ima.ima: {last}"
+        return f"{python} cannot import keylime.ima.ima: {last} (see this script's docstring)"
     return None
 
 
@@ -198,7 +203,13 @@ def run_keylime(python: Path, inputs: Inputs, repeats: int) -> dict[str, Any]:
     )
     if done.returncode != 0:
         raise SystemExit(f"bench_ima_keylime: Keylime's run failed: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise SystemExit(
+            f"bench_ima_keylime: Keylime's run printed no result: {lines[-1:]}"
+        ) from None
     return result
 
 
