@@ -19,6 +19,9 @@ from fleetattest.v1 import fleetattest_pb2 as pb
 from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from verifier.audit.history import Retention
 from verifier.cli import main
+from verifier.ima import held
+from verifier.imahistory import held_entries
+from verifier.limits import Limits
 from verifier.verdict import Status
 
 
@@ -271,3 +274,25 @@ def test_an_attestation_stored_without_its_evidence_is_reported_not_re_evaluated
     assert "stored without its evidence" in out
     reply = operator(fleet).ExplainDevice(pb.ExplainDeviceRequest(device_id=device.device_id))
     assert not reply.runtime.evaluated and reply.runtime.summary in out.splitlines()
+
+
+def test_a_new_boot_without_an_accepted_list_holds_nothing_of_the_old_one(
+    fleet: Served,
+) -> None:
+    device = long_runtime(fleet, "rt-reboot", runs_ls=True)
+    device.boot()
+    device.run("/usr/local/bin/miner", b"xmrig 6.21")
+    device.raw.pop()  # hidden from the list; PCR 10 was extended with it
+    verdict = device.attest(fleet.verifier, whole=True).verdict
+    assert "ima_replay_mismatch" in {r.code for r in verdict.reasons}
+    found = held_entries(fleet.store, device.device_id, "sha1")
+    assert found.kind == held.NO_LIST and not found.entries  # not the old boot's entries
+    assert "current boot 3:0" in found.missing
+
+
+def test_a_boot_longer_than_the_read_limit_is_reported_not_re_evaluated(fleet: Served) -> None:
+    device = long_runtime(fleet, "rt-long", runs_ls=False, rounds=4)
+    short = Limits(max_whatif_ima_attestations=2)
+    found = held_entries(fleet.store, device.device_id, "sha1", short)
+    assert found.kind == held.TOO_LONG and not found.entries
+    assert held_entries(fleet.store, device.device_id, "sha1").complete
