@@ -14,9 +14,12 @@ ECDSA signature, 8 PCR values, and one of ``--logs`` distinct 30 KB event logs (
 the same few logs). Attestations are spread evenly over the devices, 60 s apart per device.
 
 Figures printed:
-- ``audit show``: median and worst latency of ``auditlog.show`` for random devices and times;
-- append cost: CPU per ``add_verdict`` with history and log entry (one transaction each), and
-  the same for the pre-audit write path (a bare verdict insert plus ``put_evidence``);
+- ``audit show``: median and worst latency of ``auditlog.show`` for random devices and times,
+  and the wall time of the ``attest-verifier audit show`` command (a new process each run);
+- append cost: CPU per attestation (one transaction each) of the server's write path
+  (``add_verdict`` with the history row and the latest evidence), of the pre-audit write path
+  (a bare verdict insert plus ``put_evidence``) and of the log append alone (entry, digests,
+  tree state);
 - storage: database bytes per attestation (page count x page size / attestations);
 - ``audit verify``: wall time of ``auditlog.verify_store`` over the whole store.
 """
@@ -27,16 +30,23 @@ import argparse
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from verifier import auditlog
 from verifier.audit import SignerKey
-from verifier.audit.history import AttestationRecord, PreviousCounters
+from verifier.audit.history import (
+    AttestationRecord,
+    PreviousCounters,
+    evidence_digest,
+    verdict_entry,
+)
 from verifier.records import DeviceRecord, IssuedNonce, StoredEvidence
 from verifier.store.sqlite import SqliteStore
 from verifier.verdict import BootEpoch, Reason, Status, Verdict
@@ -114,29 +124,103 @@ def generate(store: SqliteStore, attestations: int, devices: int, logs: list[byt
 
 
 def append_cost(store: SqliteStore, devices: int, logs: list[bytes], n: int = 2_000) -> None:
+    """CPU per attestation of three write paths, one transaction per attestation, 3 rounds:
+    the server's (``add_verdict`` with the history row and the latest evidence), the
+    pre-audit one (a bare verdict insert + ``put_evidence``), and the log append alone (a
+    verdict insert with its log entry, minus a bare verdict insert)."""
     device = _device(devices + 1)
     store.insert_device(device)
-    pairs = [_pair(device, T0 + 1e7 + i, logs[0]) for i in range(2 * n)]
-    cpu = time.process_time()
-    for verdict, record in pairs[:n]:
-        store.add_verdict(verdict, record)
-    audited = (time.process_time() - cpu) / n
-    cpu = time.process_time()
-    for verdict, record in pairs[n:]:
+    base = T0 + 1e7
+    figures: dict[str, list[float]] = {"server": [], "pre_audit": [], "log_append": []}
+
+    def cpu_per(
+        pairs: list[tuple[Verdict, AttestationRecord]], write: Callable[..., object]
+    ) -> float:
+        cpu = time.process_time()
+        for verdict, record in pairs:
+            write(verdict, record)
+        return (time.process_time() - cpu) / len(pairs)
+
+    def server(verdict: Verdict, record: AttestationRecord) -> None:
+        latest = StoredEvidence(
+            device.device_id, record.received_at, "sha256", {}, record.event_log
+        )
+        store.add_verdict(verdict, record, latest)
+
+    def pre_audit(verdict: Verdict, record: AttestationRecord) -> None:
         bare_insert(store, verdict)
         store.put_evidence(
             StoredEvidence(device.device_id, record.received_at, "sha256", {}, record.event_log)
         )
-    bare = (time.process_time() - cpu) / n
+
+    def with_entry(verdict: Verdict, record: AttestationRecord) -> None:
+        def body(run: object) -> None:
+            stored = store._insert_verdict(run, verdict)  # type: ignore[arg-type]
+            store._append_locked(run, verdict_entry(stored, evidence_digest(record)))  # type: ignore[arg-type]
+
+        store._serialized("verdict with entry", body)
+
+    def bare(verdict: Verdict, record: AttestationRecord) -> None:
+        bare_insert(store, verdict)
+
+    for _ in range(3):
+        pairs = [_pair(device, base + i, logs[0]) for i in range(5 * n)]
+        base += 5 * n
+        chunks = [pairs[k * n : (k + 1) * n] for k in range(5)]
+        figures["server"].append(cpu_per(chunks[0], server))
+        figures["pre_audit"].append(cpu_per(chunks[1], pre_audit))
+        figures["log_append"].append(cpu_per(chunks[2], with_entry) - cpu_per(chunks[3], bare))
+
+    def span(values: list[float]) -> str:
+        low, mid, high = sorted(values)
+        return f"{low * 1e6:.0f}/{mid * 1e6:.0f}/{high * 1e6:.0f}"
+
     print(
-        f"append: {audited * 1e6:.0f} us CPU per add_verdict with history and log entry; "
-        f"{bare * 1e6:.0f} us for a bare verdict insert + put_evidence; "
-        f"difference {(audited - bare) * 1e6:.0f} us per attestation"
+        f"append (CPU per attestation, min/median/max of 3 x {n}): "
+        f"server write path {span(figures['server'])} us; "
+        f"pre-audit write path {span(figures['pre_audit'])} us; "
+        f"the log append alone (entry, digests, tree state) {span(figures['log_append'])} us"
     )
 
 
 def bare_insert(store: SqliteStore, verdict: Verdict) -> None:
     store._serialized("bare", lambda run: store._insert_verdict(run, verdict))
+
+
+def show_command(path: Path, attestations: int, devices: int, runs: int = 5) -> None:
+    """Wall time of the ``attest-verifier audit show`` command an auditor runs (a new
+    process each time: interpreter start, imports, opening the store, the query)."""
+    span = (attestations // devices) * 60.0
+    walls = []
+    for _ in range(runs):
+        device_id = f"device-{random.randrange(devices):06d}"
+        at = T0 + 60 + random.random() * (span - 60)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "verifier.cli",
+                "audit",
+                "show",
+                device_id,
+                "--at",
+                repr(at),
+                "--db",
+                str(path),
+                "--json",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        walls.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"audit show failed: {done.stderr.decode(errors='replace')}")
+    walls.sort()
+    print(
+        f"audit show command: min {walls[0]:.2f} s, median {statistics.median(walls):.2f} s, "
+        f"max {walls[-1]:.2f} s over {runs} runs (process start included)"
+    )
 
 
 def show_latency(store: SqliteStore, attestations: int, devices: int, queries: int = 300) -> None:
@@ -181,8 +265,15 @@ def main() -> int:
             f"({ns.logs} distinct 30 KB event logs stored once each)"
         )
         show_latency(store, ns.attestations, ns.devices)
+        show_command(path, ns.attestations, ns.devices)
         start = time.perf_counter()
-        report = auditlog.verify_store(store, key.verifier())
+        report = auditlog.verify_store(
+            store,
+            key.verifier(),
+            progress=lambda phase, done: print(
+                f"  verify: {done} {phase}, {time.perf_counter() - start:.0f} s", flush=True
+            ),
+        )
         print(
             f"audit verify: {time.perf_counter() - start:.1f} s over {report.size} entries "
             f"({'ok' if report.ok else f'{len(report.problems)} problems'})"

@@ -288,6 +288,8 @@ def test_operator_action_without_a_caller_is_refused() -> None:
         {"device_id": "d", "verdict_id": "v", "status": "ok", "big": 2**63},
         {"device_id": "d", "verdict_id": "v", "status": "ok", "nested": {"a": 1}},
         {"device_id": "d", "verdict_id": "v", "status": "ok", "s": "\ud800"},  # lone surrogate
+        {"device_id": "d", "verdict_id": "v", "status": "ok", "codes": ("a", "\udfff")},
+        {"device_id": "d", "verdict_id": "v", "status": "ok", 7: "not a name"},
         {"device_id": "d", "verdict_id": "v"},  # status missing
     ],
 )

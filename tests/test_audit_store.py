@@ -182,6 +182,21 @@ def test_honest_history_verifies_with_every_position_dense(db: Db) -> None:
     assert positions == list(range(len(verdicts) + 2))
 
 
+def test_verify_reports_progress_through_both_passes(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verdicts = _fill(db)
+    monkeypatch.setattr(auditlog, "PROGRESS_EVERY", 3)
+    seen: list[tuple[str, int]] = []
+    report = auditlog.verify_store(
+        db.store, KEY.verifier(), progress=lambda phase, done: seen.append((phase, done))
+    )
+    assert report.ok, report.problems
+    assert [n for phase, n in seen if phase == "entries"] == [3, 6]
+    assert [phase for phase, _ in seen].count("records") >= 1
+    assert len(verdicts) == 8
+
+
 def test_verdict_and_its_entry_are_written_together(db: Db) -> None:
     [first, *_] = _fill(db, devices=1, per_device=1)
     attestation = db.store.attestation(first.verdict_id)

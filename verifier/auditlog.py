@@ -52,7 +52,7 @@ from verifier.audit import (
     sign_checkpoint,
     verify_log,
 )
-from verifier.audit.entry import FieldValue
+from verifier.audit.entry import FieldValue, peek_fields
 from verifier.audit.history import (
     AttestationRecord,
     PreviousCounters,
@@ -223,10 +223,20 @@ def _entry(store_entry: StoredEntry) -> LogEntry | None:
         return None
 
 
-def check_records(store: Store, chunk: int = 5_000) -> list[Problem]:
-    """Every attestation row against the log entry recorded for it (see module docstring)."""
+Progress = Callable[[str, int], None]  # (phase, items done so far), every PROGRESS_EVERY items
+PROGRESS_EVERY = 100_000
+
+
+def check_records(
+    store: Store, chunk: int = 5_000, progress: Progress | None = None
+) -> list[Problem]:
+    """Every attestation row against the log entry recorded for it (see module docstring).
+
+    Entries are read with ``peek_fields``: ``verify_store`` runs this with ``verify_log``,
+    which checks every entry's form and hash, so a malformed entry is reported there."""
     problems: list[Problem] = []
     after = 0
+    done = 0
     while True:
         rows = store.attestations_after(after, chunk)
         if not rows:
@@ -235,10 +245,14 @@ def check_records(store: Store, chunk: int = 5_000) -> list[Problem]:
         last = max(a.audit_position for a, _ in rows)
         entries = {e.position: e for e in store.audit_entries(first, last - first + 1)}
         for attestation, verdict in rows:
+            stored = entries.get(attestation.audit_position)
             problems.extend(
-                _check_one(attestation, verdict, entries.get(attestation.audit_position))
+                _check_one(attestation, verdict, peek_fields(stored.data) if stored else None)
             )
         after = rows[-1][0].sequence
+        if progress is not None and (done + len(rows)) // PROGRESS_EVERY > done // PROGRESS_EVERY:
+            progress("records", done + len(rows))
+        done += len(rows)
 
 
 def _record_problem(position: int, detail: str) -> Problem:
@@ -246,13 +260,14 @@ def _record_problem(position: int, detail: str) -> Problem:
 
 
 def _check_one(
-    attestation: StoredAttestation, verdict: Verdict | None, stored: StoredEntry | None
+    attestation: StoredAttestation,
+    verdict: Verdict | None,
+    entry: tuple[str, Mapping[str, object]] | None,
 ) -> list[Problem]:
     pos = attestation.audit_position
-    entry = _entry(stored) if stored is not None else None
-    if entry is None or entry.kind is not EntryKind.VERDICT:
+    if entry is None or entry[0] != EntryKind.VERDICT.value:
         return [_record_problem(pos, f"verdict {attestation.verdict_id}: no verdict entry here")]
-    fields = entry.fields
+    fields = entry[1]
     found: list[Problem] = []
     if fields.get("verdict_id") != attestation.verdict_id:
         found.append(
@@ -284,10 +299,24 @@ def _check_one(
     return found
 
 
-def verify_store(store: Store, key: VerifierKey, origin: str | None = None) -> AuditReport:
-    """``verify_log`` over the store's entries and checkpoints, plus ``check_records``."""
-    report = verify_log(store.iter_audit_entries(), store.checkpoints(), key, origin)
-    extra = check_records(store)
+def _counted(entries: Iterator[StoredEntry], progress: Progress | None) -> Iterator[StoredEntry]:
+    for index, entry in enumerate(entries, 1):
+        yield entry
+        if progress is not None and index % PROGRESS_EVERY == 0:
+            progress("entries", index)
+
+
+def verify_store(
+    store: Store,
+    key: VerifierKey,
+    origin: str | None = None,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """``verify_log`` over the store's entries and checkpoints, plus ``check_records``;
+    ``progress`` is told how far each pass has got."""
+    entries = _counted(iter(store.iter_audit_entries()), progress)
+    report = verify_log(entries, store.checkpoints(), key, origin)
+    extra = check_records(store, progress=progress)
     if not extra:
         return report
     return AuditReport(

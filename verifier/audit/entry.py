@@ -40,6 +40,8 @@ _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _INT_MAX = 2**63 - 1
 _MAX_DEPTH = 4
+_NAMES_SEEN: set[str] = set()  # field names that matched _FIELD_NAME (a small, fixed set)
+_NAMES_SEEN_MAX = 4096
 
 
 class EntryKind(enum.Enum):
@@ -82,11 +84,7 @@ def parse_time(text: str) -> datetime:
 def _check_value(name: str, value: object, depth: int = 0) -> FieldValue:
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise AuditMalformed(f"field {name} is not encodable as UTF-8") from exc
+    if isinstance(value, str):  # UTF-8 encodability: checked once, on the canonical bytes
         return value
     if isinstance(value, int):
         if not -_INT_MAX - 1 <= value <= _INT_MAX:
@@ -114,24 +112,41 @@ class LogEntry:
         if not isinstance(self.kind, EntryKind):
             raise AuditMalformed(f"unknown entry kind {self.kind!r}")
         checked: dict[str, FieldValue] = {}
-        for name in sorted(self.fields):
-            if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
-                raise AuditMalformed(f"field name {name!r} is not [a-z][a-z0-9_]*")
-            checked[name] = _check_value(name, self.fields[name])
+        as_json: dict[str, object] = {}
+        try:
+            names = sorted(self.fields)
+        except TypeError as exc:  # names of mixed types
+            raise AuditMalformed("field names must be strings") from exc
+        for name in names:
+            if name not in _NAMES_SEEN:
+                if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+                    raise AuditMalformed(f"field name {name!r} is not [a-z][a-z0-9_]*")
+                if len(_NAMES_SEEN) < _NAMES_SEEN_MAX:
+                    _NAMES_SEEN.add(name)
+            value = self.fields[name]
+            if type(value) is str:  # the common case, without the generic walk
+                checked[name] = as_json[name] = value
+                continue
+            checked[name] = valid = _check_value(name, value)
+            as_json[name] = _to_json(valid)
         for name in REQUIRED_FIELDS[self.kind]:
             value = checked.get(name)
             if not isinstance(value, str) or not value:
                 raise AuditMalformed(f"a {self.kind.value} entry needs a non-empty {name}")
         object.__setattr__(self, "fields", MappingProxyType(checked))
         document = {
-            "fields": {k: _to_json(v) for k, v in checked.items()},
+            "fields": as_json,
             "kind": self.kind.value,
             "time": format_time(self.time),
             "v": FORMAT_VERSION,
         }
-        canonical = json.dumps(
+        text = json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        )
+        try:
+            canonical = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate in some string value
+            raise AuditMalformed("a field is not encodable as UTF-8") from exc
         if len(canonical) > DEFAULT_LIMITS.max_audit_entry_bytes:
             raise AuditMalformed(f"an entry of {len(canonical)} bytes is over the limit")
         object.__setattr__(self, "_canonical", canonical)
@@ -170,6 +185,22 @@ class LogEntry:
         if not isinstance(time, str) or not isinstance(fields, dict):
             raise AuditMalformed("an entry's time is a string and its fields an object")
         return cls(kinds[kind], parse_time(time), fields)
+
+
+def peek_fields(data: bytes) -> tuple[str, Mapping[str, object]] | None:
+    """The kind and fields of an entry's bytes, without the canonical check ``from_canonical``
+    makes: for a pass over entries that ``verify_log`` checks in the same run (a malformed
+    entry is reported there). None if the bytes are not a JSON object of that shape."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    kind, fields = document.get("kind"), document.get("fields")
+    if not isinstance(kind, str) or not isinstance(fields, dict):
+        return None
+    return kind, fields
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:

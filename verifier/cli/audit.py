@@ -125,6 +125,11 @@ def cmd_init_key(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(phase: str, done: int) -> None:
+    what = "log entries hashed" if phase == "entries" else "attestation rows checked"
+    print(f"attest-verifier: audit verify: {done} {what}", file=sys.stderr, flush=True)
+
+
 def cmd_verify(ns: argparse.Namespace) -> int:
     key = _key(ns.key)
     if ns.export is not None:
@@ -133,7 +138,7 @@ def cmd_verify(ns: argparse.Namespace) -> int:
         report = verify_log(entries, checkpoints, key)
     else:
         with read_store(ns.db) as store:
-            report = auditlog.verify_store(store, key)
+            report = auditlog.verify_store(store, key, progress=_progress)
     if ns.json:
         print_json(
             {

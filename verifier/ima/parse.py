@@ -365,7 +365,7 @@ def _entry(
         signature=signature,
         buf=buf,
         modsig=modsig,
-        template_input=template_input(template, fields),
+        template_input=template_input(template, fields) if raw is None else raw,
     )
 
 
