@@ -73,7 +73,6 @@ def open_inside(directory: Path, name: str, limit: int) -> BinaryIO:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise DigestsFileRefused(f"cannot read {name[:80]!r}: {exc.strerror}") from None
-    handle = os.fdopen(fd, "rb")
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -81,9 +80,9 @@ def open_inside(directory: Path, name: str, limit: int) -> BinaryIO:
         if info.st_size > limit:
             raise DigestsFileRefused(_too_large(name, limit))
     except BaseException:
-        handle.close()
+        os.close(fd)
         raise
-    return handle
+    return os.fdopen(fd, "rb")
 
 
 def _too_large(name: str, limit: int) -> str:

@@ -205,13 +205,13 @@ def _unescape(text: str) -> str | None:
     return "".join(out)
 
 
-def writable(path: str) -> bool:
+def writable(path: str, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Whether a digests file can hold ``path`` (absolute, UTF-8, no NUL, not too long)."""
     try:
         encoded = path.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return path.startswith("/") and "\0" not in path and len(encoded) <= 4096
+    return path.startswith("/") and "\0" not in path and len(encoded) <= limits.max_ima_path_bytes
 
 
 def format_digest_lines(digests: Mapping[str, Sequence[str]]) -> Iterator[str]:

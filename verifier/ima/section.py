@@ -182,7 +182,8 @@ class _Parser:
         buf = self.buf(data.get("buf", {}), f"{where}.buf")
         unknown = self.severity(data.get("unknown", "contraindicated"), f"{where}.unknown")
         violations = self.severity(data.get("violations", "contraindicated"), f"{where}.violations")
-        if not (digests or keys or buf):
+        refused_file = "digests_file" in data and side is None  # already a problem
+        if not (digests or keys or buf or refused_file):
             self.fail(where, "allows nothing: give digests, signature keys or buf rules")
         return RuntimePolicy(
             digests=digests,
