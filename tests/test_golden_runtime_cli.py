@@ -101,13 +101,14 @@ releases:
 
 
 def big_keylime_policy(tmp_path: Path, count: int) -> Path:
+    digests = {f"/usr/lib/pkg {i}/lib{i}.so": [f"{i:064x}"] for i in range(count)}
+    digests["relative-name"] = ["ab" * 32]
     policy = {
         "meta": {"version": 1, "generator": 3},
-        "digests": {f"/usr/lib/pkg {i}/lib{i}.so": [f"{i:064x}"] for i in range(count)},
+        "digests": digests,
         "excludes": ["/tmp/"],
         "ima": {"ignored_keyrings": [], "log_hash_alg": "sha1", "dm_policy": None},
     }
-    policy["digests"]["relative-name"] = ["ab" * 32]
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(policy))
     return path
