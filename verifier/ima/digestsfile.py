@@ -36,6 +36,16 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _ALG = re.compile(r"[a-z0-9_]{1,32}")
 _SIZES = frozenset(DIGEST_SIZES.values())
 _ESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
+# The common line, checked at once: "<alg>:" (optional), hex of a known size, the separator,
+# an absolute path without NUL or CR. Any other line takes the checks one by one.
+_COMMON = re.compile(
+    rb"(?:(%s):)?((?:%s))(?:  | \*)(/[^\x00\r\n]*)\n?"
+    % (
+        b"|".join(re.escape(a.encode()) for a in sorted(DIGEST_SIZES, key=len, reverse=True)),
+        b"|".join(b"[0-9a-fA-F]{%d}" % (2 * n) for n in sorted(_SIZES, reverse=True)),
+    )
+)
+_SIZE_OF = {a.encode(): n for a, n in DIGEST_SIZES.items()}
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,19 @@ class _Parser:
         """Take one line; False when the parse must stop."""
         if len(raw) > self.longest:
             return self.stop(number, f"line longer than {self.longest} bytes; stopped here")
+        common = _COMMON.fullmatch(raw)
+        if common is not None:
+            alg, hex_digest, path_bytes = common.groups()
+            if (alg is None or len(hex_digest) == 2 * _SIZE_OF[alg]) and len(
+                path_bytes
+            ) <= self.limits.max_ima_path_bytes:
+                try:
+                    path = path_bytes.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # the checks one by one say where
+                else:
+                    raw_digest = bytes.fromhex(hex_digest.decode("ascii"))
+                    return self.add(number, path, self._interned.setdefault(raw_digest, raw_digest))
         body = raw[:-1] if raw.endswith(b"\n") else raw
         if not body.strip() or body.lstrip().startswith(b"#"):
             return True
