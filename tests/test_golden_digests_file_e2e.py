@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from softruntime import Served, SoftRuntimeDevice, served, without_digest
 
+from fleetattest.v1 import fleetattest_pb2 as pb
+from fleetattest.v1 import fleetattest_pb2_grpc as pb_grpc
 from simulator.ima import SIM_FILES, file_digest
 from verifier import auditlog
 from verifier.errors import ImaLogRequired
@@ -93,3 +95,17 @@ def test_a_digests_file_changed_alone_goes_live_and_rejudges_the_boot(fleet: Ser
     assert any("'/usr/bin/ls'" in r.text for r in attested.verdict.reasons)
     replayed = auditlog.replay(fleet.store, attested.verdict.verdict_id)
     assert replayed.reproduced
+
+
+def test_a_dry_run_takes_a_proposed_digests_file_by_its_name(fleet: Served) -> None:
+    runner = device(fleet, "rt-dry-run")
+    runner.run("/usr/bin/ls")
+    assert runner.attest(fleet.verifier).verdict.status is Status.AFFIRMING
+    files = {p.name: p.read_text() for p in sorted(fleet.golden.glob("*.yaml"))}
+    stub = pb_grpc.OperatorStub(fleet.operator)
+    withdrawn = {**files, SIDE: f"{'00' * 32}  /usr/bin/ls\n"}
+    reply = stub.DryRunGolden(pb.DryRunGoldenRequest(files=withdrawn))
+    assert not reply.problems
+    assert [c.device_id for c in reply.changes] == [runner.device_id]
+    missing = stub.DryRunGolden(pb.DryRunGoldenRequest(files=files))  # the file left out
+    assert any("is not among the given files" in p.message for p in missing.problems)
