@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from verifier import auditlog
+from verifier.cli.audit import _GoldenDirFiles
 from verifier.cli.golden import lint
 from verifier.golden.load import (
     GoldenError,
@@ -33,6 +34,7 @@ from verifier.ima.digestsfile import (
 from verifier.ima.section import RuntimeSectionError, parse_runtime_section
 from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.livegolden import LiveGolden
+from verifier.records import GoldenSetRecord
 from verifier.store import open_store
 
 BASE = """\
@@ -395,5 +397,30 @@ def test_a_digests_file_created_after_a_refused_reload_is_noticed(tmp_path: Path
         result = live.reload_if_changed()
         assert result is not None and result.applied, live.problems
         assert live.current().profile_set.files == ("rt.yaml", "sub/new.sums")
+    finally:
+        store.close()
+
+
+def test_replay_given_the_directory_reads_the_digests_file_the_history_names(
+    tmp_path: Path,
+) -> None:
+    directory = golden(tmp_path, f"{A}  /usr/bin/bash\n")
+    loaded = load_golden_dir(directory)
+    files = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in loaded.files}
+    store = open_store(tmp_path / "v.db")
+    try:  # a history that kept the digests only: replay needs the operator's files
+        store.record_golden_set(GoldenSetRecord(loaded.digest, time.time(), files), {})
+        with pytest.raises(auditlog.ReplayUnavailable, match="pass its files"):
+            auditlog.golden_of(store, loaded.digest, None, DEFAULT_LIMITS)
+        given = _GoldenDirFiles(directory)
+        assert auditlog.golden_of(store, loaded.digest, given, DEFAULT_LIMITS).digest == (
+            loaded.digest
+        )
+        (directory / "rt.sums").write_text(f"{B}  /usr/bin/bash\n")  # not the file of then
+        with pytest.raises(auditlog.ReplayUnavailable, match="the files give golden set"):
+            auditlog.golden_of(store, loaded.digest, _GoldenDirFiles(directory), DEFAULT_LIMITS)
+        (directory / "rt.sums").unlink()
+        with pytest.raises(auditlog.ReplayUnavailable, match="which the given files lack"):
+            auditlog.golden_of(store, loaded.digest, _GoldenDirFiles(directory), DEFAULT_LIMITS)
     finally:
         store.close()

@@ -262,10 +262,12 @@ class _GoldenDirFiles(MappingABC[str, bytes]):
 
     def _get(self, name: str) -> bytes | None:
         if name not in self._read:
-            try:
-                self._read[name] = read_golden_file(self.directory, name)
-            except FileNotFoundError:
-                self._read[name] = None
+            path = self.directory / name
+            self._read[name] = (
+                read_golden_file(self.directory, name)
+                if path.is_file() or path.is_symlink()
+                else None
+            )
         return self._read[name]
 
     def __getitem__(self, name: str) -> bytes:
