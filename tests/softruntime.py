@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,11 +139,13 @@ class Served:
 
 
 @contextmanager
-def served(work: Path) -> Iterator[Served]:
-    """A verifier over ``work``/verifier.db with a copy of the golden set, and an operator
-    channel to its Operator service."""
+def served(work: Path, prepare: Callable[[Path], None] | None = None) -> Iterator[Served]:
+    """A verifier over ``work``/verifier.db with a copy of the golden set (changed by
+    ``prepare`` before the verifier starts), and an operator channel to its Operator service."""
     db = work / "verifier.db"
     golden = golden_copy(work / "golden")
+    if prepare is not None:
+        prepare(golden)
     store = open_store(db)
     live = LiveGolden.start(golden, store, time.time)
     trust, allowlist = open_trust(None, None)

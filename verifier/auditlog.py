@@ -67,7 +67,7 @@ from verifier.audit.history import (
 from verifier.enrollment.tpmpublic import parse_tpm2b_public
 from verifier.errors import StoreUnavailable
 from verifier.evidence import Evidence
-from verifier.golden.load import load_golden_texts
+from verifier.golden.load import GoldenError, load_golden_files
 from verifier.golden.model import GoldenSet
 from verifier.ima.incremental import state_from_dict
 from verifier.limits import DEFAULT_LIMITS, Limits
@@ -497,7 +497,8 @@ def golden_from_store(store: Store, files: Mapping[str, str]) -> dict[str, bytes
 def golden_of(
     store: Store, digest: str, supplied: Mapping[str, bytes] | None, limits: Limits
 ) -> GoldenSet:
-    """The golden set a verdict names, from the golden history (or ``supplied`` files)."""
+    """The golden set a verdict names, from the golden history (or, when its contents are not
+    stored, the files of that name in ``supplied``: profiles and digests files alike)."""
     record = store.golden_set(digest)
     if record is None:
         raise ReplayUnavailable(f"golden set {digest} is not in the golden history")
@@ -507,12 +508,16 @@ def golden_of(
             raise ReplayUnavailable(
                 f"the contents of golden set {digest} are not stored; pass its files"
             )
-        contents = dict(supplied)
+        missing = sorted(name for name in record.files if name not in supplied)
+        if missing:
+            raise ReplayUnavailable(
+                f"golden set {digest} had {missing[0]!r}, which the given files lack"
+            )
+        contents = {name: supplied[name] for name in record.files}
     try:
-        texts = {name: data.decode("utf-8") for name, data in contents.items()}
-    except UnicodeDecodeError as exc:
-        raise ReplayUnavailable(f"golden set {digest}: a file is not UTF-8") from exc
-    golden = load_golden_texts(texts, limits)
+        golden = load_golden_files(contents, limits)
+    except GoldenError as exc:
+        raise ReplayUnavailable(f"golden set {digest} does not load: {exc}") from None
     if golden.digest != digest:
         raise ReplayUnavailable(
             f"the files give golden set {golden.digest}, the verdict names {digest}"

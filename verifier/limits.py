@@ -26,6 +26,8 @@ class Limits:
     max_event_data_bytes: int = 1024 * 1024  # one event's data
     max_digests_per_event: int = 8
     max_golden_file_bytes: int = 1024 * 1024
+    # a runtime section's digests file (sha256sum lines; 1M digests with paths is ~150 MiB)
+    max_runtime_digests_file_bytes: int = 256 * 1024 * 1024
     max_ima_log_bytes: int = 32 * 1024 * 1024  # one IMA measurement list, binary or ASCII
     max_ima_entries: int = 200_000
     max_ima_template_data_bytes: int = 128 * 1024  # one entry's template data

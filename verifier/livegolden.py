@@ -8,7 +8,10 @@ Invariants:
 - ``on_reload`` (when set) is called with the result of every reload attempt, after it took
   effect, outside no lock a reader needs: metrics and health follow reloads without polling.
 - Every set that goes live is recorded in the store's golden history (digest, time, files),
-  so a verdict's golden digest always resolves to the files it was judged against.
+  so a verdict's golden digest always resolves to the files it was judged against; the
+  digests files its runtime sections name are among those files.
+- The watcher's fingerprint covers the profiles and every digests file the last load named
+  (valid or not): a change to a digests file alone is noticed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.golden.load import GoldenError, GoldenProblem, golden_digest, load_golden_dir
+from verifier.errors import PolicyViolation
+from verifier.golden.load import (
+    SUFFIXES,
+    GoldenError,
+    GoldenProblem,
+    golden_digest,
+    load_golden_dir,
+    read_golden_file,
+)
 from verifier.golden.model import GoldenSet
 from verifier.store.base import GoldenSetRecord, Store
 
@@ -50,7 +61,8 @@ class LiveGolden:
         self._current = initial
         self._problems: tuple[GoldenProblem, ...] = ()
         self._lock = threading.Lock()  # serialises reloads, not reads
-        self._fingerprint = _fingerprint(directory)
+        self._watched = _digests_files(initial.profile_set.files)
+        self._fingerprint = _fingerprint(directory, self._watched)
         self.on_reload: Callable[[ReloadResult], None] | None = None
 
     @classmethod
@@ -82,14 +94,16 @@ class LiveGolden:
 
     def _reload(self) -> ReloadResult:
         with self._lock:
-            self._fingerprint = _fingerprint(self.directory)
+            fingerprint = _fingerprint(self.directory, self._watched)
             try:
                 golden = load_golden_dir(self.directory)
             except GoldenError as exc:
+                self._watch(fingerprint, exc.digests_files)
                 self._problems = exc.problems
                 for problem in exc.problems:
                     log.error("golden reload refused: %s", problem)
                 return ReloadResult(False, self._current.profile_set.digest, exc.problems)
+            self._watch(fingerprint, _digests_files(golden.files))
             self._problems = ()
             if golden.digest == self._current.profile_set.digest:
                 return ReloadResult(False, golden.digest, ())
@@ -99,9 +113,15 @@ class LiveGolden:
             log.info("golden set %s live (%d profiles)", golden.digest, len(golden.profiles))
             return ReloadResult(True, golden.digest, ())
 
+    def _watch(self, fingerprint: tuple[tuple[str, int, int], ...], names: tuple[str, ...]) -> None:
+        """Keep the fingerprint taken before the load; when the load named other digests
+        files, none (the next poll reloads once, a no-op if nothing changed)."""
+        self._fingerprint = fingerprint if names == self._watched else ()
+        self._watched = names
+
     def reload_if_changed(self) -> ReloadResult | None:
-        """Reload when a file in the directory changed (polled by the watcher)."""
-        if _fingerprint(self.directory) == self._fingerprint:
+        """Reload when a profile or a watched digests file changed (polled by the watcher)."""
+        if _fingerprint(self.directory, self._watched) == self._fingerprint:
             return None
         return self.reload()
 
@@ -118,12 +138,27 @@ class LiveGolden:
         return thread
 
 
-def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+def _digests_files(files: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(name for name in files if not name.endswith(SUFFIXES)))
+
+
+def _fingerprint(
+    directory: Path, digests_files: tuple[str, ...]
+) -> tuple[tuple[str, int, int], ...]:
     try:
-        entries = sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
-        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in entries)
+        entries = sorted(p.name for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
     except OSError:
         return ()
+    return tuple(_stat(directory, name) for name in (*entries, *digests_files))
+
+
+def _stat(directory: Path, name: str) -> tuple[str, int, int]:
+    """(name, mtime, size) of the file a name leads to (-1s when it cannot be read)."""
+    try:
+        info = (directory / name).stat()
+    except OSError:
+        return (name, -1, -1)
+    return (name, info.st_mtime_ns, info.st_size)
 
 
 def _record(store: Store, golden: GoldenSet, directory: Path, now: float) -> None:
@@ -136,8 +171,8 @@ def _record(store: Store, golden: GoldenSet, directory: Path, now: float) -> Non
     contents: dict[str, bytes] = {}
     for name in golden.files:
         try:
-            data = (directory / name).read_bytes()
-        except OSError:
+            data = read_golden_file(directory, name)
+        except (OSError, PolicyViolation):
             files[name] = ""
             continue
         files[name] = hashlib.sha256(data).hexdigest()

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from collections.abc import Mapping as MappingABC
 from datetime import datetime
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from verifier.cli.common import (
     read_store,
     write_store,
 )
+from verifier.golden.load import SUFFIXES, read_golden_file
 from verifier.store import resolve_device
 
 DB_HELP = "SQLite file or postgresql:// URL"
@@ -254,14 +257,42 @@ def cmd_show(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _read_golden_dir(directory: Path | None) -> dict[str, bytes] | None:
-    if directory is None:
-        return None
-    return {
-        p.name: p.read_bytes()
-        for p in sorted(directory.iterdir())
-        if p.suffix in {".yaml", ".yml"} and p.is_file()
-    }
+class _GoldenDirFiles(MappingABC[str, bytes]):
+    """The files of ``--golden DIR`` by name, read when asked for (only those the golden
+    history names are), with the loader's checks; a missing file is a missing key."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._read: dict[str, bytes | None] = {}
+
+    def _get(self, name: str) -> bytes | None:
+        if name not in self._read:
+            path = self.directory / name
+            self._read[name] = (
+                read_golden_file(self.directory, name)
+                if path.is_file() or path.is_symlink()
+                else None
+            )
+        return self._read[name]
+
+    def __getitem__(self, name: str) -> bytes:
+        data = self._get(name)
+        if data is None:
+            raise KeyError(name)
+        return data
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(p.name for p in self.directory.iterdir() if p.suffix in SUFFIXES))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _read_golden_dir(directory: Path | None) -> MappingABC[str, bytes] | None:
+    return None if directory is None else _GoldenDirFiles(directory)
 
 
 def cmd_replay(ns: argparse.Namespace) -> int:

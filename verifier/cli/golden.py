@@ -47,6 +47,7 @@ The store is only read. Errors are one line on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -62,7 +63,9 @@ from verifier.errors import AttestationError, LimitExceeded, MalformedEvidence, 
 from verifier.golden.learn import learn_release
 from verifier.golden.load import GoldenError, GoldenProblem, load_golden_dir
 from verifier.golden.model import BANKS, QUIRKS, GoldenSet
+from verifier.golden.sidefiles import name_problem
 from verifier.golden.whatif import DryRunReport, Explanation, RuleOutcome, dry_run, explain
+from verifier.ima.digestsfile import format_digest_lines, writable
 from verifier.ima.held import HeldEntries
 from verifier.ima.keylime import import_keylime_policy
 from verifier.ima.learn import learn_runtime_policy
@@ -77,6 +80,10 @@ from verifier.store import Store, resolve_device
 
 MAX_PCRS_FILE_BYTES = 64 * 1024
 T = TypeVar("T")
+DIGESTS_FILE_HELP = (
+    "write the file digests to this new file (sha256sum lines) and name its file name in "
+    "the section (digests_file:); put it in the golden directory beside the profile"
+)
 
 
 def register(
@@ -105,6 +112,7 @@ def _register_runtime(commands: Subparsers[argparse.ArgumentParser]) -> None:
     )
     keylime.add_argument("policy", type=Path, metavar="POLICY.json")
     keylime.add_argument("--output", type=Path, help="write to this new file instead of stdout")
+    keylime.add_argument("--digests-file", type=Path, metavar="FILE", help=DIGESTS_FILE_HELP)
     keylime.set_defaults(func=cmd_import_keylime)
 
 
@@ -137,6 +145,9 @@ def _register_learn(commands: Subparsers[argparse.ArgumentParser]) -> None:
     )
     learn.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="runtime")
     learn.add_argument("--template-hash", default="sha1", help="of the IMA lists (default sha1)")
+    learn.add_argument(
+        "--digests-file", type=Path, metavar="FILE", help="with --ima-log: " + DIGESTS_FILE_HELP
+    )
     learn.set_defaults(func=cmd_learn)
 
 
@@ -239,6 +250,8 @@ def cmd_learn(ns: argparse.Namespace) -> int:
 
 
 def learn(ns: argparse.Namespace, out: TextIO) -> int:
+    if ns.digests_file is not None and not ns.ima_log:
+        raise UsageError("--digests-file goes with --ima-log (a runtime section)")
     if ns.ima_log:
         if ns.db or ns.device or ns.event_log or ns.pcrs:
             raise UsageError("--ima-log learns a runtime section: give it without a release source")
@@ -491,7 +504,7 @@ def learn_runtime(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     learned = learn_runtime_policy(logs, exclude=[PathPattern("glob", g) for g in ns.exclude])
     for note in learned.notes:
         print(f"note: {note}", file=err)
-    return _write_section(learned.section, ns.output, out)
+    return _write_section(learned.section, ns.output, ns.digests_file, out, err)
 
 
 def cmd_import_keylime(ns: argparse.Namespace) -> int:
@@ -506,11 +519,36 @@ def import_keylime(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     parse_runtime_section(imported.section)  # what it imports must load
     for warning in imported.warnings:
         print(f"warning: {warning}", file=err)
-    return _write_section(imported.section, ns.output, out)
+    return _write_section(imported.section, ns.output, ns.digests_file, out, err)
 
 
-def _write_section(section: dict[str, object], output: Path | None, out: TextIO) -> int:
+def _write_section(
+    section: dict[str, object],
+    output: Path | None,
+    digests_file: Path | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """The section as YAML (to ``output``, a new file, or ``out``); with ``digests_file``
+    its file digests go to that new file instead (paths it cannot hold stay inline). A
+    section too big for a golden file is refused unless its digests go to a file."""
+    lines: list[str] = []
+    if digests_file is not None:
+        section, lines = _split_digests(section, digests_file, err)
     text = yaml.safe_dump({"runtime": section}, sort_keys=False, width=100)
+    limit = DEFAULT_LIMITS.max_golden_file_bytes
+    if len(text.encode("utf-8", "surrogateescape")) > limit:
+        raise UsageError(
+            f"the runtime section is {len(text.encode('utf-8', 'surrogateescape'))} bytes, "
+            f"more than a golden file may hold ({limit}): give --digests-file FILE to write "
+            "its digests to a digests file"
+        )
+    if output is not None and output.exists():  # checked before anything is written
+        raise FileExistsError(errno.EEXIST, "file exists", str(output))
+    if digests_file is not None:
+        with digests_file.open("x", encoding="utf-8") as handle:  # never overwrite
+            handle.writelines(lines)
+        print(f"wrote {len(lines)} digests to {digests_file}", file=err)
     if output is None:
         out.write(text)
         return 0
@@ -518,3 +556,39 @@ def _write_section(section: dict[str, object], output: Path | None, out: TextIO)
         handle.write(text)
     print(f"wrote a runtime: section to {output}; paste it into a profile, then lint", file=out)
     return 0
+
+
+def _split_digests(
+    section: dict[str, object], digests_file: Path, err: TextIO
+) -> tuple[dict[str, object], list[str]]:
+    """The section naming ``digests_file`` (its file name) and the lines to write there."""
+    problem = name_problem(digests_file.name)
+    if problem is not None:
+        raise UsageError(f"--digests-file: {problem}")
+    digests = section.get("digests")
+    inline: dict[str, object] = {}
+    moved: dict[str, list[str]] = {}
+    for path, values in digests.items() if isinstance(digests, dict) else ():
+        if writable(path) and isinstance(values, list):
+            moved[path] = [str(v) for v in values]
+        else:
+            inline[path] = values
+    if not moved:
+        raise UsageError("--digests-file: the section has no file digests to write")
+    if inline:
+        print(
+            f"note: {len(inline)} paths a digests file cannot hold (not absolute or not "
+            "UTF-8) stay inline under digests:",
+            file=err,
+        )
+    result: dict[str, object] = {}
+    for key, value in section.items():
+        if key == "digests":
+            if inline:
+                result["digests"] = inline
+            result["digests_file"] = digests_file.name
+        else:
+            result[key] = value
+    if "digests_file" not in result:
+        result["digests_file"] = digests_file.name
+    return result, list(format_digest_lines(moved))

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from verifier.golden.model import BANKS
 from verifier.golden.nodes import STR_TAG, Mapping, Node, Scalar, Sequence
+from verifier.ima.section import DigestsFiles
 from verifier.limits import Limits
 
 # The keys the loader accepts, per mapping (the schema test keeps schema.json in step).
@@ -73,11 +74,15 @@ _KINDS = {
 
 
 class FileContext:
-    """The problems found in one file, as (line, column, message, hint)."""
+    """The problems found in one file, as (line, column, message, hint); ``digests_files``
+    resolves a runtime section's ``digests_file`` (None: no digests file can be named)."""
 
-    def __init__(self, file: str, limits: Limits) -> None:
+    def __init__(
+        self, file: str, limits: Limits, digests_files: DigestsFiles | None = None
+    ) -> None:
         self.file = file
         self.limits = limits
+        self.digests_files = digests_files
         self.problems: list[tuple[int, int, str, str]] = []
 
     def problem_at(self, line: int, column: int, message: str, hint: str = "") -> None:

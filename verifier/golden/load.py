@@ -20,8 +20,18 @@ Order of checks:
 5. Across files: profile names are unique and no two profiles tie on match labels and
    priority. Only then is the set built and its digest computed.
 
-The digest is ``sha256:`` over a domain tag and the sorted (file name, file bytes) pairs,
-each length-prefixed, so two different sets never share a digest.
+A runtime section's ``digests_file`` is read (once per load, however many profiles name it)
+by ``golden.sidefiles`` while its profile is parsed; its own problems are reported at its
+name and line, and it becomes one of the set's files: in ``GoldenSet.files``, in the digest,
+in the golden history (``livegolden``), and among the files a dry run or ``audit replay``
+gives back by name (``load_golden_files``: names ending in ``.yaml``/``.yml`` are profiles,
+any other name must be a digests file some profile names).
+
+The digest is ``sha256:`` over a domain tag and the sorted file entries: each file name
+length-prefixed, then for a profile its length-prefixed bytes, for a digests file (whose
+name never ends in ``.yaml``/``.yml``, so the name says which) its 8-byte size and SHA-256.
+Two different sets never share a digest, a set without digests files has the digest it
+always had, and a digests file is hashed as it is streamed, never held whole.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from verifier.golden.fields import (
 )
 from verifier.golden.model import GoldenSet
 from verifier.golden.profile import ParsedProfile, parse_profile
+from verifier.golden.sidefiles import PROFILE_SUFFIXES, DigestsFileReader, open_inside
 from verifier.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
@@ -56,10 +67,12 @@ __all__ = [
     "GoldenProblem",
     "golden_digest",
     "load_golden_dir",
+    "load_golden_files",
     "load_golden_texts",
+    "read_golden_file",
 ]
 
-SUFFIXES = (".yaml", ".yml")
+SUFFIXES = PROFILE_SUFFIXES
 _DIGEST_DOMAIN = b"fleet-attest golden set v1\x00"
 
 
@@ -79,14 +92,18 @@ class GoldenProblem:
 
 
 class GoldenError(PolicyViolation):
-    """The golden files are invalid; ``problems`` lists every problem found, in order."""
+    """The golden files are invalid; ``problems`` lists every problem found, in order.
+    ``digests_files`` names the digests files the profiles named (the reload watches them)."""
 
-    def __init__(self, problems: tuple[GoldenProblem, ...]) -> None:
+    def __init__(
+        self, problems: tuple[GoldenProblem, ...], digests_files: tuple[str, ...] = ()
+    ) -> None:
         if not problems:
             raise ValueError("GoldenError needs at least one problem")
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         super().__init__(f"{problems[0]}{more}")
         self.problems = problems
+        self.digests_files = digests_files
 
 
 @dataclass(frozen=True)
@@ -106,27 +123,65 @@ def load_golden_dir(directory: Path, limits: Limits = DEFAULT_LIMITS) -> GoldenS
         raise GoldenError(
             (GoldenProblem(str(directory), 0, 0, f"cannot read the golden directory: {reason}"),)
         ) from exc
-    return _load([_read(path, limits) for path in paths], str(directory), limits)
+    sources = [_read(path, limits) for path in paths]
+    return _load(sources, str(directory), limits, DigestsFileReader(limits, directory))
 
 
 def load_golden_texts(files: MappingABC[str, str], limits: Limits = DEFAULT_LIMITS) -> GoldenSet:
     """Load proposed files given as {file name: text} (dry runs); same checks and digest."""
-    sources = [
-        _Source(name, name, text.encode("utf-8", errors="surrogatepass"))  # decode reports them
-        for name, text in sorted(files.items())
-    ]
-    return _load(sources, "<proposed files>", limits)
+    return load_golden_files(
+        {name: text.encode("utf-8", errors="surrogatepass") for name, text in files.items()},
+        limits,
+    )  # surrogates are reported by the decode
+
+
+def load_golden_files(files: MappingABC[str, bytes], limits: Limits = DEFAULT_LIMITS) -> GoldenSet:
+    """Load a set given as {file name: bytes} (dry runs, ``audit replay``): profiles and the
+    digests files they name; same checks and digest as from a directory."""
+    sources = [_Source(n, n, data) for n, data in sorted(files.items()) if n.endswith(SUFFIXES)]
+    side = {name: data for name, data in files.items() if not name.endswith(SUFFIXES)}
+    reader = DigestsFileReader(limits, given=side)
+    return _load(sources, "<proposed files>", limits, reader)
+
+
+def read_golden_file(directory: Path, name: str, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """One file of a loaded set read again (the golden history, ``audit replay --golden``),
+    with the loader's checks (a digests file stays inside, no FIFO); raises ``OSError`` or
+    ``PolicyViolation``."""
+    if name.endswith(SUFFIXES):
+        source = _read(directory / name, limits)
+        if source.data is None:
+            raise OSError(f"{directory / name}: {source.error}")
+        return source.data
+    with open_inside(directory, name, limits.max_runtime_digests_file_bytes) as handle:
+        return handle.read(limits.max_runtime_digests_file_bytes + 1)
 
 
 def golden_digest(files: MappingABC[str, bytes]) -> str:
     """The content digest of a set of files: {file name: bytes}."""
+    profiles = {name: data for name, data in files.items() if name.endswith(SUFFIXES)}
+    side = {
+        name: (len(data), hashlib.sha256(data).digest())
+        for name, data in files.items()
+        if not name.endswith(SUFFIXES)
+    }
+    return _set_digest(profiles, side)
+
+
+def _set_digest(profiles: MappingABC[str, bytes], side: MappingABC[str, tuple[int, bytes]]) -> str:
     digest = hashlib.sha256(_DIGEST_DOMAIN)
-    for name, data in sorted(files.items()):
-        encoded = name.encode("utf-8")
+    for name in sorted((*profiles, *side)):
+        encoded = name.encode("utf-8", "surrogatepass")
         digest.update(len(encoded).to_bytes(8, "big"))
         digest.update(encoded)
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
+        if name in profiles:
+            data = profiles[name]
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+        else:
+            size, sha256 = side[name]
+            digest.update(size.to_bytes(8, "big"))
+            digest.update(sha256)
     return "sha256:" + digest.hexdigest()
 
 
@@ -141,7 +196,9 @@ def _read(path: Path, limits: Limits) -> _Source:
     return _Source(path.name, str(path), data)
 
 
-def _load(sources: list[_Source], where: str, limits: Limits) -> GoldenSet:
+def _load(
+    sources: list[_Source], where: str, limits: Limits, reader: DigestsFileReader
+) -> GoldenSet:
     if not sources:
         raise GoldenError(
             (
@@ -153,19 +210,29 @@ def _load(sources: list[_Source], where: str, limits: Limits) -> GoldenSet:
     problems: list[GoldenProblem] = []
     parsed: list[ParsedProfile] = []
     for source in sources:
-        ctx = FileContext(source.shown, limits)
+        ctx = FileContext(source.shown, limits, reader)
         profile = _parse_source(ctx, source)
         problems.extend(_problems(ctx))
         if profile is not None:
             parsed.append(profile)
+    problems.extend(GoldenProblem(*problem) for problem in reader.problems)
+    for name in sorted(set(reader.given or {}) - set(reader.named)):
+        problems.append(
+            GoldenProblem(
+                name,
+                0,
+                0,
+                "not a profile (*.yaml) and no profile's runtime.digests_file names it",
+            )
+        )
     problems.extend(_cross_file(parsed))
     if problems:
-        raise GoldenError(tuple(problems))
+        raise GoldenError(tuple(problems), tuple(reader.named))
     data = {s.name: s.data or b"" for s in sources}
     return GoldenSet(
         profiles=tuple(p.profile for p in parsed),
-        digest=golden_digest(data),
-        files=tuple(sorted(data)),
+        digest=_set_digest(data, reader.read),
+        files=tuple(sorted((*data, *reader.read))),
     )
 
 
@@ -178,7 +245,8 @@ def _parse_source(ctx: FileContext, source: _Source) -> ParsedProfile | None:
             1,
             1,
             f"file is larger than {ctx.limits.max_golden_file_bytes} bytes",
-            "split it into one file per profile, or raise max_golden_file_bytes",
+            "split it into one file per profile, move runtime digests to a digests_file, "
+            "or raise max_golden_file_bytes",
         )
         return None
     try:

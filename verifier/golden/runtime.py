@@ -6,7 +6,8 @@ constructing anything YAML would resolve (a scalar is its text; only plain ``tru
 become booleans and a plain null ``None``), refusing duplicate and non-scalar keys, and
 remembers where each key path is, so that a ``SectionProblem`` (``where`` is a key path such
 as ``runtime.digests['/usr/bin/bash'][0]``) is reported at the line of the nearest node it
-names. Warnings (an exclusion that matches every path) are kept for ``golden lint``.
+names. Warnings (an exclusion that matches every path) are kept for ``golden lint``. A
+``digests_file`` is read through ``ctx.digests_files`` (the loader's resolver).
 
 Invariants: the policy is built once per loaded golden set and shared by every device of
 the profile (``Profile.runtime``); a profile with a runtime section quotes PCR 10 and PCRs
@@ -46,7 +47,9 @@ def parse_runtime(ctx: fl.FileContext, node: Node) -> ParsedSection | None:
     if len(ctx.problems) > start:
         return None
     try:
-        parsed = parse_runtime_section(data, where="runtime", limits=ctx.limits)
+        parsed = parse_runtime_section(
+            data, where="runtime", limits=ctx.limits, digests_files=ctx.digests_files
+        )
     except RuntimeSectionError as exc:
         for problem in exc.problems:
             ctx.problem(_nearest(problem.where, where, node), f"{problem.where}: {problem.message}")

@@ -9,6 +9,7 @@ Shape (every key optional except that the section must allow something)::
       digests:                       # path -> allowed file digests (several for a rollout)
         /usr/bin/bash:
           - sha256:1f3a...           # "<alg>:<hex>" or bare hex
+      digests_file: gateway.sums     # more of them, in sha256sum format (``ima.digestsfile``)
       exclude:                       # paths never appraised; each matches the whole path
         - glob: /tmp/**              # * within a segment, ** across, ? one character
         - regex: /var/log/.*\\.log   # RE2 syntax (linear time)
@@ -30,18 +31,25 @@ Shape (every key optional except that the section must allow something)::
 
 Order of checks: the section is a mapping with known keys only; each value has its type and
 form (severities, algorithm, hex digests of a known algorithm's size, patterns that compile in
-RE2, keys that load); counts are within ``Limits`` (``max_ima_policy_digests``,
-``max_ima_digests_per_path``, ``max_ima_patterns``, ``max_ima_pattern_bytes``). Every problem
+RE2, keys that load); a ``digests_file`` is read through the caller's resolver (the golden
+loader: it finds the file, checks and parses it, and reports its lines' problems itself);
+its digests and the inline ones are merged per path; counts are within ``Limits``
+(``max_ima_policy_digests`` and ``max_ima_digests_per_path`` over the merged digests,
+``max_ima_patterns``, ``max_ima_pattern_bytes``). Every problem
 is collected and raised at once as ``RuntimeSectionError`` with where each one is (a key path
 such as ``runtime.digests['/usr/bin/bash'][0]``, for the golden loader to map to a line).
 Warnings (an exclusion matching every path) are returned, not raised.
+
+The policy's digest (``RuntimePolicy.digest``, which binds a device's incremental IMA state
+to the policy that judged it) covers the section and, for a digests file, its name, size and
+SHA-256: a changed file is a changed policy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from verifier.errors import ImaLogError, PolicyViolation
@@ -52,7 +60,16 @@ from verifier.limits import DEFAULT_LIMITS, Limits
 from verifier.verdict import Status
 
 SECTION_KEYS = frozenset(
-    {"template_hash", "unknown", "violations", "digests", "exclude", "signatures", "buf"}
+    {
+        "template_hash",
+        "unknown",
+        "violations",
+        "digests",
+        "digests_file",
+        "exclude",
+        "signatures",
+        "buf",
+    }
 )
 SIGNATURE_KEYS = frozenset({"keys", "require"})
 KEY_KEYS = frozenset({"name", "pem", "keyid"})
@@ -82,11 +99,35 @@ class ParsedRuntime:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True, eq=False)
+class SideDigests:
+    """A digests file as the resolver read it: shared by every profile that names it."""
+
+    name: str  # as the section names it (relative to the golden directory)
+    digests: Mapping[str, tuple[bytes, ...]]
+    count: int  # digests in ``digests``
+    size: int  # bytes of the file
+    sha256: str  # hex, of the file's bytes
+
+
+class DigestsFileRefused(PolicyViolation):
+    """The named digests file cannot be used; the message says why (one line)."""
+
+
+# name -> the file's digests, or ``DigestsFileRefused``
+DigestsFiles = Callable[[str], SideDigests]
+
+
 def parse_runtime_section(
-    data: object, *, where: str = "runtime", limits: Limits = DEFAULT_LIMITS
+    data: object,
+    *,
+    where: str = "runtime",
+    limits: Limits = DEFAULT_LIMITS,
+    digests_files: DigestsFiles | None = None,
 ) -> ParsedRuntime:
-    """The policy the section describes; ``RuntimeSectionError`` listing every problem."""
-    parser = _Parser(limits)
+    """The policy the section describes; ``RuntimeSectionError`` listing every problem.
+    ``digests_files`` resolves ``digests_file``; without it that key is a problem."""
+    parser = _Parser(limits, digests_files)
     policy = parser.section(data, where)
     if parser.problems or policy is None:
         raise RuntimeSectionError(parser.problems or [SectionProblem(where, "invalid")])
@@ -105,8 +146,9 @@ def section_digest(data: object) -> str:
 
 
 class _Parser:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, digests_files: DigestsFiles | None) -> None:
         self.limits = limits
+        self.digests_files = digests_files
         self.problems: list[SectionProblem] = []
         self.total_digests = 0
         self.patterns = 0
@@ -128,13 +170,20 @@ class _Parser:
                 hash_function(template_hash)
             except ImaLogError as exc:
                 self.fail(f"{where}.template_hash", str(exc))
+        digests: Mapping[str, tuple[bytes, ...]]
         digests = self.digests(data.get("digests", {}), f"{where}.digests")
+        side = None
+        if "digests_file" in data:
+            side = self.side_file(data["digests_file"], f"{where}.digests_file")
+            if side is not None:
+                digests = self.merged(digests, side, f"{where}.digests_file")
         exclude = self.matcher(data.get("exclude", []), f"{where}.exclude")
         keys, require = self.signatures(data.get("signatures", {}), f"{where}.signatures")
         buf = self.buf(data.get("buf", {}), f"{where}.buf")
         unknown = self.severity(data.get("unknown", "contraindicated"), f"{where}.unknown")
         violations = self.severity(data.get("violations", "contraindicated"), f"{where}.violations")
-        if not (digests or keys or buf):
+        refused_file = "digests_file" in data and side is None  # already a problem
+        if not (digests or keys or buf or refused_file):
             self.fail(where, "allows nothing: give digests, signature keys or buf rules")
         return RuntimePolicy(
             digests=digests,
@@ -145,8 +194,50 @@ class _Parser:
             unknown=unknown,
             violations=violations,
             template_hash_alg=str(template_hash),
-            digest=section_digest(data),
+            digest=section_digest(_identity(data, side)),
         )
+
+    def side_file(self, name: object, where: str) -> SideDigests | None:
+        if not isinstance(name, str) or not name:
+            self.fail(where, "must be a file name relative to the golden directory")
+            return None
+        if self.digests_files is None:
+            self.fail(where, "a digests file can only be read by the golden loader")
+            return None
+        try:
+            return self.digests_files(name)
+        except DigestsFileRefused as exc:
+            self.fail(where, str(exc))
+            return None
+
+    def merged(
+        self, inline: dict[str, tuple[bytes, ...]], side: SideDigests, where: str
+    ) -> Mapping[str, tuple[bytes, ...]]:
+        """The file's digests with the inline ones added per path (the file's own mapping,
+        shared, when there are none inline)."""
+        total = self.total_digests + side.count
+        merged: dict[str, tuple[bytes, ...]] = {}
+        for path, values in inline.items():
+            listed = side.digests.get(path, ())
+            both = (*listed, *(d for d in values if d not in listed))
+            total -= len(listed) + len(values) - len(both)
+            if len(both) > self.limits.max_ima_digests_per_path:
+                self.fail(
+                    f"{where} {path!r}",
+                    f"more than {self.limits.max_ima_digests_per_path} digests for the path "
+                    "in the file and the section together",
+                )
+            merged[path] = both
+        self.total_digests = total  # the buf rules' digests count on top
+        if total > self.limits.max_ima_policy_digests:
+            self.fail(
+                where,
+                f"more than {self.limits.max_ima_policy_digests} digests in the file and the "
+                "section together",
+            )
+        if not merged:
+            return side.digests
+        return {**side.digests, **merged}
 
     def known(self, data: Mapping[object, object], keys: frozenset[str], where: str) -> None:
         for key in data:
@@ -326,6 +417,16 @@ class _Parser:
             encoded = tuple(v.encode("utf-8", "surrogateescape") for v in values)
             rules[name] = BufRule(digests=digests, values=encoded, ignore=ignore)
         return rules
+
+
+def _identity(data: Mapping[object, object], side: SideDigests | None) -> object:
+    """What the policy digest covers: the section, with a digests file's name, size and hash."""
+    if side is None:
+        return data
+    return {
+        **data,
+        "digests_file": {"name": side.name, "size": side.size, "sha256": side.sha256},
+    }
 
 
 def _is_hex(text: str) -> bool:
