@@ -51,6 +51,7 @@ TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
     "ima-modsig": ("d-ng", "n-ng", "sig", "d-modsig", "modsig"),
 }
 TEMPLATES = frozenset({"ima", *TEMPLATE_FIELDS})
+_TEMPLATE_BY_RAW = {name.encode("ascii"): name for name in TEMPLATES}
 
 # Digest sizes of the algorithms IMA names in d-ng fields (crypto/hash_info.c names).
 DIGEST_SIZES: dict[str, int] = {
@@ -147,11 +148,13 @@ def parse_binary(
     _check_size(len(data), limits)
     hfunc = hash_function(template_hash_alg)
     hsize = hfunc().digest_size
+    violation = bytes(hsize)
     entries: list[ImaEntry] = []
     pos, end = 0, len(data)
     while pos < end:
         index = first_index + len(entries)
-        _check_count(len(entries), limits)
+        if len(entries) >= limits.max_ima_entries:
+            _check_count(len(entries), limits)
         if end - pos < 4 + hsize + 4:
             raise ImaLogError(f"IMA entry {index}: header truncated at byte {pos}")
         pcr = _HEAD.unpack_from(data, pos)[0]
@@ -161,7 +164,8 @@ def parse_binary(
         pos += 4
         if not 0 < name_len <= TEMPLATE_NAME_MAX or name_len > end - pos:
             raise ImaLogError(f"IMA entry {index}: template name length {name_len} is invalid")
-        template = _template_name(data[pos : pos + name_len], index)
+        raw_name = data[pos : pos + name_len]
+        template = _TEMPLATE_BY_RAW.get(raw_name) or _template_name(raw_name, index)
         pos += name_len
         start = pos + 4
         if template == "ima":
@@ -171,7 +175,8 @@ def parse_binary(
             fields, pos = _template_data(data, pos, index, len(TEMPLATE_FIELDS[template]), limits)
             raw = data[start:pos]  # the template data is exactly what the kernel hashed
         entry = _entry(index, pcr, template_hash, template, fields, limits, raw)
-        _check_template_hash(entry, hfunc)
+        if template_hash != violation:  # all zeros: ``ImaEntry.violation``
+            _check_template_hash(entry, hfunc)
         entries.append(entry)
     return ImaLog(tuple(entries), template_hash_alg, first_index)
 
@@ -354,18 +359,18 @@ def _entry(
         raise ImaLogError(f"IMA entry {index}: signature exceeds the limit")
     if len(buf) > limits.max_ima_buf_bytes:
         raise ImaLogError(f"IMA entry {index}: buffer of {len(buf)} bytes exceeds the limit")
-    return ImaEntry(
-        number=index,
-        pcr=pcr,
-        template_hash=template_hash,
-        template=template,
-        digest_alg=digest_alg,
-        digest=digest,
-        path=name.decode("utf-8", "surrogateescape"),
-        signature=signature,
-        buf=buf,
-        modsig=modsig,
-        template_input=template_input(template, fields) if raw is None else raw,
+    return ImaEntry(  # positional: in the order of ImaEntry's fields
+        index,
+        pcr,
+        template_hash,
+        template,
+        digest_alg,
+        digest,
+        name.decode("utf-8", "surrogateescape"),
+        signature,
+        buf,
+        modsig,
+        template_input(template, fields) if raw is None else raw,
     )
 
 
@@ -373,7 +378,7 @@ def _split_dng(field: bytes, index: int) -> tuple[str, bytes]:
     """``<alg>:\\0<digest>``; a known algorithm's digest must have its size."""
     sep = field.find(b":\0")
     alg = field[:sep].decode("ascii", "replace") if sep > 0 else ""
-    if sep <= 0 or not alg.replace("_", "").isalnum():
+    if sep <= 0 or (alg not in DIGEST_SIZES and not alg.replace("_", "").isalnum()):
         raise ImaLogError(f"IMA entry {index}: digest field lacks '<alg>:\\0'")
     digest = field[sep + 2 :]
     size = DIGEST_SIZES.get(alg)
