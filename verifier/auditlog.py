@@ -314,7 +314,7 @@ def verify_store(
 ) -> AuditReport:
     """``verify_log`` over the store's entries and checkpoints, plus ``check_records``;
     ``progress`` is told how far each pass has got."""
-    entries = _counted(iter(store.iter_audit_entries()), progress)
+    entries = _counted(store.iter_audit_entries(), progress)
     report = verify_log(entries, store.checkpoints(), key, origin)
     extra = check_records(store, progress=progress)
     if not extra:
